@@ -1,0 +1,5 @@
+import sys
+
+from hotpath.cli import main
+
+sys.exit(main())

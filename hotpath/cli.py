@@ -1,0 +1,63 @@
+"""The `hotpath` command: one argparse tree, each subcommand registered by the package owning it.
+
+Registration modules must stay cheap to import (no BCC, Flask or database at import time) so that
+`hotpath --help` is instant and works on a machine without BPF.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from hotpath import __version__
+
+# Modules exposing `register(subparsers)`; each adds its subcommands with `func=` defaults.
+COMMAND_MODULES = ("hotpath.convert", "collector.cli", "server.cli")
+
+EPILOG = """examples:
+  hotpath up                                   # server on SQLite + local collector, prints UI URL
+  hotpath record --duration 10 -o cpu.pb.gz    # one-shot local capture, like perf record
+  hotpath convert cpu.pb.gz cpu.folded         # pprof <-> folded stacks
+"""
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as `hotpath: error: ...` with exit status 2 (or `code`)."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hotpath",
+        description="Hotpath: an always-on, fleet-wide continuous profiler (BPF collector, server, web UI).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"hotpath {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CommandError as exc:
+        print(f"hotpath: error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Hotpath's profile core: the canonical model and pure transforms (bytes in, bytes out)."""
+
+from profiler.errors import FoldedError, PprofError, ProfileError, SelectorError
+from profiler.model import Frame, FrameKind, Profile, Sample, ValueType, make_labels
+
+__all__ = [
+    "FoldedError",
+    "Frame",
+    "FrameKind",
+    "PprofError",
+    "Profile",
+    "ProfileError",
+    "Sample",
+    "SelectorError",
+    "ValueType",
+    "make_labels",
+]

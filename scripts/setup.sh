@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Install everything Hotpath needs on a fresh Debian 12 machine; idempotent and fast on a second run.
+#   - Debian packages (when root): BCC, kernel headers fallback, perf, PostgreSQL, Chromium, Go (go tool pprof)
+#   - kernel headers for BCC when the running kernel has none (see ../shared/ENVIRONMENT.md)
+#   - tracefs mounted (tracepoints need it)
+#   - a virtualenv in .venv with Hotpath installed editable, plus BCC's Debian module on its path
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+APT_PACKAGES=(bpfcc-tools python3-bpfcc libbpfcc linux-headers-amd64 linux-perf postgresql chromium golang-go)
+
+if [ "$(id -u)" = 0 ]; then
+  missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "apt-get install ${missing[*]}"
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+
+  # BCC compiles against the running kernel's headers; when the distro has none for this kernel,
+  # point the module dir at the newest installed Debian headers (uapi-only BPF code is fine with that).
+  moddir=/lib/modules/$(uname -r)
+  if [ ! -e "$moddir/build/include" ]; then
+    hdr=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n 1 || true)
+    if [ -n "$hdr" ]; then
+      common=${hdr%-amd64}-common
+      mkdir -p "$moddir"
+      ln -sfn "$hdr" "$moddir/build"
+      ln -sfn "$common" "$moddir/source"
+      log "kernel headers: $moddir/build -> $hdr"
+    else
+      log "warning: no kernel headers found; BPF programs will not compile"
+    fi
+  fi
+  if [ ! -e /sys/kernel/tracing/events ]; then
+    mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || log "warning: could not mount tracefs"
+  fi
+else
+  log "not root: skipping Debian packages, kernel headers and tracefs (the collector needs root)"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  python3 -m venv .venv
+fi
+stamp=.venv/.hotpath-installed
+want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  log "pip install -e .[test]"
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e ".[test]"
+  echo "$want" > "$stamp"
+fi
+
+# BCC's Python module is Debian's (PyPI's "bcc" is unrelated): expose only that package to the venv.
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+if [ -d /usr/lib/python3/dist-packages/bcc ]; then
+  mkdir -p .venv/bcc-shim
+  ln -sfn /usr/lib/python3/dist-packages/bcc .venv/bcc-shim/bcc
+  echo "$root/.venv/bcc-shim" > "$site/hotpath-bcc.pth"
+fi
+log "ready: $root/.venv/bin/hotpath"
