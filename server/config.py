@@ -1,0 +1,113 @@
+"""Server configuration: defaults, then an optional config file, then `HOTPATH_*` environment variables.
+
+Nothing is read at import time: `load_config()` is called by `create_app` and the CLI, so tests can
+build apps with their own settings side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    "DATA_DIR": "~/.local/share/hotpath",
+    "DATABASE_URL": "",  # empty: SQLite file `hotpath.db` in DATA_DIR
+    "BIND": "127.0.0.1:4040",
+    "AUTH": True,
+    "AUTO_UPGRADE": False,  # upgrade the schema at start instead of refusing to run when behind
+    "RETENTION_DAYS": 30,
+    "PARTITION_AHEAD_DAYS": 2,
+    "MAINTENANCE_INTERVAL_S": 60,  # 0 disables the background rollup/retention/partition thread
+    "ROLLUP_GRACE_S": 120,  # a minute/hour is rolled up only once this long has passed after it
+    "MAX_BODY_BYTES": 8 * 1024 * 1024,
+    "MAX_DECOMPRESSED_BYTES": 64 * 1024 * 1024,
+    "MAX_SAMPLES": 200_000,
+    "MAX_LABELS_PER_SAMPLE": 32,
+    "MAX_SERIES_LABELS": 32,
+    "MAX_DISTINCT_LABEL_SETS": 20_000,
+    "MAX_LABEL_NAME_LEN": 128,
+    "MAX_LABEL_VALUE_LEN": 1024,
+    "MAX_STACK_DEPTH": 4096,
+    "MAX_NODES_DEFAULT": 2048,
+    "MAX_NODES_CAP": 200_000,
+    "SESSION_TTL_S": 12 * 3600,
+    "POOL_SIZE": 5,
+    "WORKERS": 1,
+    "WEB_DIR": "",  # empty: the repository's `web/` folder
+    "LOG_LEVEL": "INFO",
+}
+
+_BOOL_TRUE = {"1", "true", "yes", "on"}
+_BOOL_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the key."""
+
+
+def _coerce(key: str, raw: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in _BOOL_TRUE:
+            return True
+        if text in _BOOL_FALSE:
+            return False
+        raise ConfigError(f"{key}: expected a boolean, got {raw!r}")
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected an integer, got {raw!r}") from None
+    return str(raw)
+
+
+def load_config(
+    overrides: Mapping[str, Any] | None = None,
+    config_file: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Defaults ← JSON config file (`HOTPATH_CONFIG` or `config_file`) ← `HOTPATH_*` env ← overrides."""
+    env = os.environ if environ is None else environ
+    config = dict(DEFAULTS)
+    path = config_file or env.get("HOTPATH_CONFIG")
+    if path:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path}: expected a JSON object")
+        for key, value in data.items():
+            _set(config, key.upper(), value)
+    for key in DEFAULTS:
+        if f"HOTPATH_{key}" in env:
+            _set(config, key, env[f"HOTPATH_{key}"])
+    for key, value in (overrides or {}).items():
+        _set(config, key.upper(), value)
+    return config
+
+
+def _set(config: dict[str, Any], key: str, value: Any) -> None:
+    if key in DEFAULTS:
+        config[key] = _coerce(key, value, DEFAULTS[key])
+    else:
+        config[key] = value  # Flask's own keys (TESTING, ...) pass through
+
+
+def data_dir(config: Mapping[str, Any]) -> Path:
+    return Path(os.path.expanduser(str(config["DATA_DIR"])))
+
+
+def database_url(config: Mapping[str, Any]) -> str:
+    """The SQLAlchemy URL: the configured one, or the embedded SQLite file in the data dir."""
+    url = str(config.get("DATABASE_URL") or "")
+    if url:
+        if url.startswith(("postgresql://", "postgres://")):
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]  # psycopg 3, not psycopg2
+        return url
+    return f"sqlite:///{data_dir(config) / 'hotpath.db'}"

@@ -1,0 +1,126 @@
+"""The one module that owns the database: engine creation, transactions, and schema version checks.
+
+Views never touch the engine; the storage service layer asks for `read()` / `write()` blocks here,
+and each `write()` block is one transaction that commits on exit (or rolls back on error).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.pool import NullPool
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+class SchemaBehindError(RuntimeError):
+    """The database is not at the migrations' head revision."""
+
+
+def make_engine(url: str, pool_size: int = 5) -> Engine:
+    """Create the engine with per-dialect settings (SQLite: WAL, busy timeout, IMMEDIATE writes)."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see below)
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Connection) -> None:
+            # Writers take the write lock up front: a deferred transaction that upgrades from read
+            # to write can fail with SQLITE_BUSY instead of waiting.
+            mode = "IMMEDIATE" if conn.get_execution_options().get("hotpath_write") else "DEFERRED"
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+        return engine
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+@contextlib.contextmanager
+def write(engine: Engine) -> Iterator[Connection]:
+    """One write transaction: commits when the block exits normally, rolls back otherwise."""
+    with engine.connect() as conn:
+        conn = conn.execution_options(hotpath_write=True)
+        with conn.begin():
+            yield conn
+
+
+@contextlib.contextmanager
+def read(engine: Engine) -> Iterator[Connection]:
+    """A read-only block (one transaction, so one consistent snapshot on PostgreSQL)."""
+    with engine.connect() as conn, conn.begin():
+        yield conn
+
+
+@contextlib.contextmanager
+def autocommit(engine: Engine) -> Iterator[Connection]:
+    """A connection outside any transaction, for DDL that PostgreSQL refuses inside one."""
+    with engine.connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def alembic_config(url: str) -> Any:
+    """Alembic config built in code, so `hotpath db upgrade` works from any working directory."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Run Alembic migrations up to `revision` (creates the SQLite file if needed)."""
+    from alembic import command
+
+    if url.startswith("sqlite"):
+        make_engine(url).dispose()  # creates the parent directory
+    command.upgrade(alembic_config(url), revision)
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    heads = ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads()
+    return heads[0] if len(heads) == 1 else ",".join(heads)
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def check_schema(engine: Engine) -> None:
+    """Raise SchemaBehindError naming `hotpath db upgrade` when the database is not at head."""
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        url = engine.url.render_as_string(hide_password=True)
+        raise SchemaBehindError(
+            f"database {url} is at schema revision {current or '(empty)'}, the server needs {head}: "
+            f"run `hotpath db upgrade --db {url}` (or start with HOTPATH_AUTO_UPGRADE=1)"
+        )

@@ -1,0 +1,123 @@
+"""The storage service layer: the only code that reads or writes profile data.
+
+`Storage` hides the dialect: PostgreSQL gets day partitions dropped for retention; SQLite gets
+the same tables, one file, and DELETE for retention. Views call these methods and never commit.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine, func, select
+
+from profiler.model import Frame
+from server import db
+from server.models import batches, sample_labels, series
+from server.storage import ingest as _ingest
+from server.storage import query as _query
+from server.storage import rollup as _rollup
+from server.storage.dictionary import Dictionary
+from server.storage.partitions import Partitions
+
+if TYPE_CHECKING:
+    from profiler.selector import Selector
+
+    from profiler.model import Profile
+
+IngestRejected = _ingest.IngestRejected
+IngestResult = _ingest.IngestResult
+Selection = _query.Selection
+BUILTIN_TYPES = (("cpu", "nanoseconds"), ("offcpu", "nanoseconds"))
+
+
+class Storage:
+    """Profile storage over one SQLAlchemy engine (shared by every request of a process)."""
+
+    def __init__(self, engine: Engine, retention_days: int = 30, rollup_grace_s: int = 120) -> None:
+        self.engine = engine
+        self.retention_days = retention_days
+        self.rollup_grace_s = rollup_grace_s
+        self.dictionary = Dictionary()
+        self.partitions = Partitions(engine)
+        self.seen_series: dict[int, int] = {}
+        self.seen_labels: dict[tuple[str, str], int] = {}
+
+    # -- write ----------------------------------------------------------------------------------
+    def ingest(self, profile: Profile, labels: dict[str, str], key: str | None = None,
+               now: float | None = None) -> IngestResult:
+        return _ingest.store(self, profile, labels, key, now)
+
+    # -- read -----------------------------------------------------------------------------------
+    def select(self, selector: Selector, t0: int, t1: int) -> Selection:
+        with db.read(self.engine) as conn:
+            return _query.select_merged(conn, selector, t0, t1)
+
+    def resolve(self, stack_ids: Any) -> dict[int, tuple[Frame, ...]]:
+        with db.read(self.engine) as conn:
+            return self.dictionary.resolve(conn, stack_ids)
+
+    def stacks(self, selection: Selection, column: int | None = None) -> list[tuple[tuple[Frame, ...], int]]:
+        """(frames root first, value) pairs of a selection, for tree building."""
+        col = selection.main if column is None else column
+        frames = self.resolve(selection.stack_ids.tolist())
+        vals = selection.values[:, col].tolist() if selection.values.size else []
+        return [(frames[s], v) for s, v in zip(selection.stack_ids.tolist(), vals) if s in frames]
+
+    def timeline(self, selector: Selector, t0: int, t1: int, step: int,
+                 group_by: str | None = None) -> tuple[str, str, list[dict[str, Any]]]:
+        with db.read(self.engine) as conn:
+            return _query.timeline(conn, selector, t0, t1, step, group_by)
+
+    def profile_types(self) -> list[dict[str, str]]:
+        with db.read(self.engine) as conn:
+            rows = conn.execute(select(series.c.profile_type, series.c.sample_types)).all()
+        out = {name: unit for name, unit in BUILTIN_TYPES}
+        for ptype, types in rows:
+            if ptype not in out:
+                out[ptype] = json.loads(types)[-1][1]
+        return [{"name": k, "unit": v} for k, v in out.items()]
+
+    def label_names(self, t0: int, t1: int) -> list[str]:
+        names: set[str] = set()
+        with db.read(self.engine) as conn:
+            for s in _query.load_series(conn, None, t0, t1):
+                names.update(s.labels)
+            names.update(conn.execute(select(sample_labels.c.name).distinct().where(
+                sample_labels.c.last_seen >= t0 - 3600)).scalars())
+        return sorted(names)
+
+    def label_values(self, name: str, t0: int, t1: int, selector: Selector | None = None,
+                     limit: int = 10_000) -> list[str]:
+        values: set[str] = set()
+        with db.read(self.engine) as conn:
+            ptype = selector.profile_type if selector and selector.profile_type else None
+            for s in _query.load_series(conn, ptype, t0, t1):
+                if name in s.labels and (selector is None or _query.split_matchers(selector, s.labels)[0]):
+                    values.add(s.labels[name])
+            query = select(sample_labels.c.value).where(sample_labels.c.name == name,
+                                                        sample_labels.c.last_seen >= t0 - 3600)
+            values.update(conn.execute(query.limit(limit)).scalars())
+        return sorted(values)[:limit]
+
+    def ping(self) -> None:
+        with db.read(self.engine) as conn:
+            conn.execute(select(1))
+
+    def stats(self) -> dict[str, int]:
+        with db.read(self.engine) as conn:
+            return {"batches": int(conn.execute(select(func.count()).select_from(batches)).scalar() or 0),
+                    "series": int(conn.execute(select(func.count()).select_from(series)).scalar() or 0)}
+
+    # -- maintenance ----------------------------------------------------------------------------
+    def maintain(self, now: int | None = None, ahead_days: int = 2) -> dict[str, Any]:
+        """Create partitions ahead, roll up complete buckets, apply retention."""
+        now = int(now if now is not None else time.time())
+        self.partitions.ensure_ahead(now, ahead_days)
+        rolled = _rollup.run(self, now)
+        dropped = self.partitions.drop_before(now - self.retention_days * 86400)
+        return {"rolled_buckets": rolled, "dropped": dropped}
+
+    def rollup(self, now: int | None = None, lookback_s: int = 2 * 86400) -> int:
+        return _rollup.run(self, now, lookback_s)

@@ -1,0 +1,158 @@
+"""Function and stack dictionaries: content-hash deduplication and id assignment with caches.
+
+Ids are small sequential integers assigned by the database (they delta-pack into ~2 bytes per
+entry in batches); identity is a 16-byte blake2b of the symbolized frames (function, binary,
+kind) — never addresses — so the same stack maps to the same id from every host. Concurrent
+writers insert with ON CONFLICT DO NOTHING and read the winner's id back. Caches are filled only
+after the caller's transaction committed, so a rolled-back insert never leaves a dangling id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import Connection, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from profiler.model import Frame, FrameKind
+from server.models import functions, stacks
+
+CHUNK = 500
+_CACHE_LIMIT = 2_000_000
+
+
+def function_hash(frame: Frame) -> bytes:
+    kind = frame.kind.value if isinstance(frame.kind, FrameKind) else str(frame.kind)
+    text = f"{frame.function}\0{frame.binary}\0{kind}".encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(text, digest_size=16).digest()
+
+
+def stack_hash(function_hashes: Iterable[bytes]) -> bytes:
+    return hashlib.blake2b(b"".join(function_hashes), digest_size=16).digest()
+
+
+def pack_function_ids(ids: Sequence[int]) -> bytes:
+    if ids and max(ids) > 0xFFFFFFFF:
+        return b"\x08" + struct.pack(f"<{len(ids)}q", *ids)
+    return b"\x04" + struct.pack(f"<{len(ids)}I", *ids)
+
+
+def unpack_function_ids(data: bytes) -> tuple[int, ...]:
+    width = data[0]
+    count = (len(data) - 1) // width
+    return struct.unpack_from(f"<{count}{'I' if width == 4 else 'q'}", data, 1)
+
+
+def _insert_ignore(conn: Connection, table, rows: list[dict]) -> None:  # type: ignore[no-untyped-def]
+    if not rows:
+        return
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table).on_conflict_do_nothing(index_elements=["hash"])
+    # Sorted inserts: concurrent writers take the unique-index locks in the same order (no deadlock).
+    conn.execute(stmt, sorted(rows, key=lambda r: r["hash"]))
+
+
+def _ids_by_hash(conn: Connection, table, hashes: list[bytes]) -> dict[bytes, int]:  # type: ignore[no-untyped-def]
+    out: dict[bytes, int] = {}
+    for i in range(0, len(hashes), CHUNK):
+        part = hashes[i : i + CHUNK]
+        for row in conn.execute(select(table.c.hash, table.c.id).where(table.c.hash.in_(part))):
+            out[bytes(row[0])] = int(row[1])
+    return out
+
+
+class Dictionary:
+    """Per-process caches over the `functions` and `stacks` tables (shared by all requests)."""
+
+    def __init__(self) -> None:
+        self.frame_ids: dict[Frame, tuple[int, bytes]] = {}
+        self.stack_ids: dict[tuple[int, ...], int] = {}
+        self.function_rows: dict[int, Frame] = {}
+        self.stack_rows: dict[int, tuple[int, ...]] = {}
+
+    # -- write side ---------------------------------------------------------------------------
+    def assign(
+        self, conn: Connection, stacks_in: list[tuple[Frame, ...]]
+    ) -> tuple[list[int], dict[Frame, tuple[int, bytes]], dict[tuple[int, ...], int]]:
+        """Stack ids for `stacks_in` (inserting new functions/stacks); returns pending cache entries."""
+        pending_frames: dict[Frame, tuple[int, bytes]] = {}
+        frame_ids = self.frame_ids
+        new_frames: dict[Frame, bytes] = {}
+        by_obj: dict[int, Frame] = {}
+        for stack in stacks_in:
+            for frame in stack:
+                if id(frame) in by_obj:
+                    continue
+                by_obj[id(frame)] = frame
+                if frame not in frame_ids and frame not in new_frames:
+                    new_frames[frame] = function_hash(frame)
+        if new_frames:
+            _insert_ignore(conn, functions, [
+                {"hash": h, "name": f.function, "binary": f.binary,
+                 "kind": f.kind.value if isinstance(f.kind, FrameKind) else str(f.kind)}
+                for f, h in new_frames.items()
+            ])
+            got = _ids_by_hash(conn, functions, list(new_frames.values()))
+            for frame, h in new_frames.items():
+                pending_frames[frame] = (got[h], h)
+
+        def lookup(frame: Frame) -> tuple[int, bytes]:
+            hit = frame_ids.get(frame)
+            return hit if hit is not None else pending_frames[frame]
+
+        obj_ids = {oid: lookup(frame) for oid, frame in by_obj.items()}
+        keys: list[tuple[int, ...]] = []
+        pending_stacks: dict[tuple[int, ...], int] = {}
+        new_stacks: dict[tuple[int, ...], bytes] = {}
+        for stack in stacks_in:
+            entries = [obj_ids[id(f)] for f in stack]
+            key = tuple(e[0] for e in entries)
+            keys.append(key)
+            if key not in self.stack_ids and key not in new_stacks:
+                new_stacks[key] = stack_hash(e[1] for e in entries)
+        if new_stacks:
+            _insert_ignore(conn, stacks, [
+                {"hash": h, "depth": len(key), "function_ids": pack_function_ids(key)}
+                for key, h in new_stacks.items()
+            ])
+            got = _ids_by_hash(conn, stacks, list(new_stacks.values()))
+            for key, h in new_stacks.items():
+                pending_stacks[key] = got[h]
+        ids = [self.stack_ids.get(k) or pending_stacks[k] for k in keys]
+        return ids, pending_frames, pending_stacks
+
+    def committed(self, frames: dict[Frame, tuple[int, bytes]], stacks_: dict[tuple[int, ...], int]) -> None:
+        """Publish ids learned in a transaction that has now committed."""
+        if len(self.frame_ids) > _CACHE_LIMIT:
+            self.frame_ids.clear()
+        if len(self.stack_ids) > _CACHE_LIMIT:
+            self.stack_ids.clear()
+        self.frame_ids.update(frames)
+        self.stack_ids.update(stacks_)
+
+    # -- read side ----------------------------------------------------------------------------
+    def resolve(self, conn: Connection, stack_ids: Iterable[int]) -> dict[int, tuple[Frame, ...]]:
+        """Frames (root first) for each stack id."""
+        wanted = [int(s) for s in stack_ids]
+        missing = [s for s in wanted if s not in self.stack_rows]
+        for i in range(0, len(missing), CHUNK):
+            part = missing[i : i + CHUNK]
+            for sid, packed in conn.execute(select(stacks.c.id, stacks.c.function_ids).where(stacks.c.id.in_(part))):
+                self.stack_rows[int(sid)] = unpack_function_ids(bytes(packed))
+        fids = {f for s in wanted for f in self.stack_rows.get(s, ())}
+        missing_f = [f for f in fids if f not in self.function_rows]
+        for i in range(0, len(missing_f), CHUNK):
+            part = missing_f[i : i + CHUNK]
+            query = select(functions.c.id, functions.c.name, functions.c.binary, functions.c.kind)
+            for fid, name, binary, kind in conn.execute(query.where(functions.c.id.in_(part))):
+                try:
+                    fkind = FrameKind(kind)
+                except ValueError:
+                    fkind = FrameKind.UNKNOWN
+                self.function_rows[int(fid)] = Frame(name, binary, fkind)
+        if len(self.stack_rows) > _CACHE_LIMIT:
+            self.stack_rows = {s: self.stack_rows[s] for s in wanted if s in self.stack_rows}
+        rows, funcs = self.stack_rows, self.function_rows
+        return {s: tuple(funcs[f] for f in rows[s]) for s in wanted if s in rows}
