@@ -1,9 +1,183 @@
-"""Subcommands owned by this package (placeholder until the package lands)."""
+"""`hotpath server`, `hotpath db upgrade`, `hotpath token create`, `hotpath up` (imports stay lazy)."""
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import socket
+from typing import Any
+
+SERVER_EPILOG = """examples:
+  hotpath server                                       # SQLite in ~/.local/share/hotpath, 127.0.0.1:4040
+  hotpath server --db postgresql://u:p@db/hotpath --bind 0.0.0.0:4040 --workers 4
+  hotpath db upgrade --db postgresql://u:p@db/hotpath
+  hotpath token create --scope ingest --name fleet-collectors
+"""
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def parse_bind(bind: str) -> tuple[str, int]:
+    host, sep, port = bind.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--bind {bind!r}: expected HOST:PORT, e.g. 127.0.0.1:4040")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return all(ipaddress.ip_address(a[4][0]).is_loopback for a in socket.getaddrinfo(host, None))
+        except OSError:
+            return False
+
+
+def check_bind(bind: str, auth: bool) -> tuple[str, int]:
+    """Refuse to serve without auth on anything but loopback (the message says how to fix it)."""
+    host, port = parse_bind(bind)
+    if not auth and not is_loopback(host):
+        raise ValueError(f"refusing to serve without authentication on non-loopback address {host}: "
+                         "drop --no-auth (and use tokens) or bind 127.0.0.1")
+    return host, port
+
+
+def _db_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", metavar="URL", help="database URL (default: SQLite file in the data dir)")
+    parser.add_argument("--data-dir", metavar="DIR", help="data directory (default ~/.local/share/hotpath)")
+    parser.add_argument("--config", metavar="FILE", help="JSON config file (also HOTPATH_CONFIG)")
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if getattr(args, "db", None):
+        out["DATABASE_URL"] = args.db
+    if getattr(args, "data_dir", None):
+        out["DATA_DIR"] = args.data_dir
+    return out
+
+
+def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    from hotpath.cli import CommandError
+    from server.config import ConfigError, load_config
+
+    try:
+        return load_config({**overrides(args), **(extra or {})}, config_file=getattr(args, "config", None))
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from hotpath.cli import CommandError
+    from server import db
+    from server.config import database_url
+    from server.gunicorn_app import serve
+
+    extra: dict[str, Any] = {}
+    if args.bind:
+        extra["BIND"] = args.bind
+    if args.no_auth:
+        extra["AUTH"] = False
+    if args.workers:
+        extra["WORKERS"] = args.workers
+    if args.auto_upgrade:
+        extra["AUTO_UPGRADE"] = True
+    cfg = _config(args, extra)
+    try:
+        check_bind(cfg["BIND"], cfg["AUTH"])
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    url = database_url(cfg)
+    if cfg["AUTO_UPGRADE"]:
+        db.upgrade(url)
+    engine = db.make_engine(url)
+    try:
+        db.check_schema(engine)
+    except db.SchemaBehindError as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        engine.dispose()
+    return serve({**overrides(args), **extra, "AUTO_UPGRADE": False}, cfg["BIND"], cfg["WORKERS"],
+                 getattr(args, "config", None))
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from server import db
+    from server.config import database_url
+
+    url = database_url(_config(args))
+    db.upgrade(url)
+    engine = db.make_engine(url)
+    print(f"database {engine.url.render_as_string(hide_password=True)} is at revision {db.current_revision(engine)}")
+    engine.dispose()
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from hotpath.cli import CommandError
+    from server import auth, db
+    from server.config import database_url
+
+    engine = db.make_engine(database_url(_config(args)))
+    try:
+        db.check_schema(engine)
+        token = auth.create_token(engine, auth.parse_scopes(args.scope), args.name or "")
+    except (db.SchemaBehindError, auth.AuthError) as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        engine.dispose()
+    print(token)  # shown once: only its hash is stored
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from server.up import run_up
+
+    return run_up(args)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this package's subcommands to the `hotpath` parser."""
+    """Add the server's subcommands to the `hotpath` parser."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = subparsers.add_parser("server", help="run the Hotpath server (gunicorn)", epilog=SERVER_EPILOG,
+                              formatter_class=fmt)
+    _db_args(p)
+    p.add_argument("--bind", metavar="HOST:PORT", help="listen address (default 127.0.0.1:4040)")
+    p.add_argument("--no-auth", action="store_true", help="no tokens needed (loopback binds only)")
+    p.add_argument("--workers", type=positive_int, help="gunicorn worker processes (default 1)")
+    p.add_argument("--auto-upgrade", action="store_true", help="run database migrations at start")
+    p.set_defaults(func=cmd_server)
+
+    p = subparsers.add_parser("db", help="database administration", epilog=SERVER_EPILOG, formatter_class=fmt)
+    dbsub = p.add_subparsers(dest="db_command", metavar="COMMAND")
+    up = dbsub.add_parser("upgrade", help="apply Alembic migrations up to the newest schema")
+    _db_args(up)
+    up.set_defaults(func=cmd_db_upgrade)
+
+    p = subparsers.add_parser("token", help="API tokens", epilog=SERVER_EPILOG, formatter_class=fmt)
+    tsub = p.add_subparsers(dest="token_command", metavar="COMMAND")
+    create = tsub.add_parser("create", help="create a token (printed once; stored hashed)")
+    _db_args(create)
+    create.add_argument("--scope", action="append", required=True, choices=("ingest", "read", "admin"),
+                        help="scope (repeatable)")
+    create.add_argument("--name", help="a name to recognize the token by")
+    create.set_defaults(func=cmd_token_create)
+
+    p = subparsers.add_parser("up", help="server on SQLite + a local collector; prints the UI URL",
+                              epilog="example:\n  sudo hotpath up            # then open the printed URL",
+                              formatter_class=fmt)
+    p.add_argument("--data-dir", metavar="DIR", help="data directory (default ~/.local/share/hotpath)")
+    p.add_argument("--bind", default="127.0.0.1:4040", metavar="HOST:PORT", help="listen address")
+    p.add_argument("--no-collector", action="store_true", help="serve only; do not start the local collector")
+    p.set_defaults(func=cmd_up)

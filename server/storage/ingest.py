@@ -99,7 +99,7 @@ def store(storage: Storage, profile: Profile, labels: dict[str, str], key: str |
     storage.partitions.ensure_day(ts)
 
     with db.write(storage.engine) as conn:
-        batch_id = secrets.randbits(62)
+        batch_id = secrets.randbits(53)  # JSON-safe in browsers
         key_row = {"key": key, "batch_id": batch_id, "created_at": now_s}
         if key is not None and not _inserted(conn, ingest_keys, key_row, ["key"]):
             return IngestResult("duplicate")

@@ -1,0 +1,90 @@
+"""What every blueprint shares: the app state, JSON errors, and the auth check."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from flask import current_app, g, request
+
+from server.auth import Authenticator, Principal
+from server.metrics import Metrics
+from server.storage import Storage
+
+F = TypeVar("F", bound=Callable[..., Any])
+SESSION_COOKIE = "hotpath_session"
+CSRF_HEADER = "X-Hotpath-CSRF"
+ALL_SCOPES = frozenset({"ingest", "read", "admin"})
+
+
+class ApiError(Exception):
+    """An error answered as `{"error": message}` with `status`."""
+
+    def __init__(self, status: int, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.reason = reason
+
+
+@dataclass
+class State:
+    storage: Storage
+    auth: Authenticator
+    metrics: Metrics
+    config: dict[str, Any]
+
+
+def state() -> State:
+    return current_app.extensions["hotpath"]
+
+
+def principal() -> Principal:
+    """The caller, or raise 401: Bearer token first, then the session cookie."""
+    cached = g.get("principal")
+    if cached is not None:
+        return cached
+    st = state()
+    if not st.config["AUTH"]:
+        g.principal = Principal(ALL_SCOPES, "none")
+        return g.principal
+    header = request.headers.get("Authorization", "")
+    found: Principal | None = None
+    if header:
+        kind, _, token = header.partition(" ")
+        if kind.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "Authorization header must be `Bearer <token>`")
+        found = st.auth.from_token(token.strip())
+        if found is None:
+            raise ApiError(401, "unknown or revoked token")
+    else:
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            found = st.auth.from_session(cookie)
+            if found is None:
+                raise ApiError(401, "session expired or logged out: log in again")
+            if request.method not in ("GET", "HEAD", "OPTIONS") and not st.auth.csrf_ok(
+                    found, request.headers.get(CSRF_HEADER)):
+                raise ApiError(403, f"missing or wrong {CSRF_HEADER} header for a cookie-authenticated request")
+    if found is None:
+        raise ApiError(401, "authentication required: send `Authorization: Bearer <token>`")
+    g.principal = found
+    return found
+
+
+def requires(scope: str) -> Callable[[F], F]:
+    """Decorator: the view needs a caller holding `scope` (admin holds every scope)."""
+
+    def wrap(view: F) -> F:
+        @functools.wraps(view)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            who = principal()
+            if not who.allows(scope):
+                raise ApiError(403, f"this token lacks the `{scope}` scope (it has: {', '.join(sorted(who.scopes))})")
+            return view(*args, **kwargs)
+
+        return inner  # type: ignore[return-value]
+
+    return wrap

@@ -1,0 +1,30 @@
+"""Liveness, readiness (database reachable) and Prometheus metrics."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+from sqlalchemy.exc import SQLAlchemyError
+
+from server.api.common import state
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    try:
+        state().storage.ping()
+    except (SQLAlchemyError, OSError) as exc:  # any driver error means "not ready"
+        return jsonify({"status": "unavailable", "error": f"database unreachable: {type(exc).__name__}"}), 503
+    return jsonify({"status": "ready"}), 200
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    st = state()
+    return Response(st.metrics.render(st.storage.engine), mimetype="text/plain; version=0.0.4")

@@ -1,0 +1,91 @@
+"""`POST /api/v1/ingest`: pprof (gzipped or raw) or folded text, stored in one transaction."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Response, jsonify, request
+
+from profiler.errors import ProfileError
+from profiler.model import Profile, Sample
+from profiler.types import CPU, OFFCPU, new_cpu_profile, new_offcpu_profile
+from server.api.common import ApiError, requires, state
+from server.ingest_limits import gunzip_capped, read_body, series_labels, validate_profile
+from server.storage import IngestRejected
+
+bp = Blueprint("ingest", __name__, url_prefix="/api/v1")
+MAX_KEY_LEN = 256
+
+
+def _folded_profile(text: str, args: dict[str, str]) -> Profile:
+    from profiler import folded
+
+    ptype = args.get("type", CPU)
+    if ptype not in (CPU, OFFCPU):
+        raise ApiError(400, f"type={ptype!r}: folded ingest supports type=cpu or type=offcpu", "bad_params")
+    try:
+        parsed = folded.parse(text)
+    except ProfileError as exc:
+        raise ApiError(400, f"folded text has no usable line: {exc}", "bad_profile") from None
+    now_ns = time.time_ns()
+    if ptype == OFFCPU:
+        out = new_offcpu_profile(time_nanos=now_ns)
+        out.samples = [Sample(s.stack, (s.values[0],), s.labels) for s in parsed.profile.samples]
+    else:
+        try:
+            rate = int(args.get("sample_rate", "19"))
+        except ValueError:
+            rate = 0
+        if not 1 <= rate <= 100_000:
+            raise ApiError(400, "sample_rate must be an integer in 1..100000 (Hz)", "bad_params")
+        out = new_cpu_profile(rate, time_nanos=now_ns)
+        out.samples = [Sample(s.stack, (s.values[0], s.values[0] * out.period), s.labels)
+                       for s in parsed.profile.samples]
+    if parsed.bad_lines:
+        out.counters["folded_bad_lines"] = len(parsed.bad_lines)
+    return out
+
+
+@bp.post("/ingest")
+@requires("ingest")
+def ingest() -> tuple[Response, int]:
+    st = state()
+    cfg = st.config
+    started = time.perf_counter()
+    try:
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not 1 <= len(key) <= MAX_KEY_LEN:
+            raise ApiError(400, f"Idempotency-Key must be 1..{MAX_KEY_LEN} characters", "bad_params")
+        labels = series_labels(request.args, cfg)
+        body = read_body(request.stream, request.content_length, cfg["MAX_BODY_BYTES"])
+        compressed = len(body)
+        if body[:2] == b"\x1f\x8b" or request.headers.get("Content-Encoding", "").lower() == "gzip":
+            body = gunzip_capped(body, cfg["MAX_DECOMPRESSED_BYTES"])
+        elif len(body) > cfg["MAX_DECOMPRESSED_BYTES"]:
+            raise ApiError(413, f"body exceeds the decompressed limit of {cfg['MAX_DECOMPRESSED_BYTES']} bytes",
+                           "decompressed_too_large")
+        mimetype = request.mimetype or ""
+        if mimetype.startswith("text/"):
+            profile = _folded_profile(body.decode("utf-8", "replace"), dict(request.args))
+        else:
+            from profiler import pprof
+
+            try:
+                profile = pprof.decode(body)
+            except ProfileError as exc:
+                raise ApiError(400, f"body is not a valid pprof profile: {exc}", "bad_profile") from None
+        validate_profile(profile, cfg)
+        try:
+            result = st.storage.ingest(profile, labels, key)
+        except IngestRejected as exc:
+            raise ApiError(422, str(exc), "rejected") from None
+    except ApiError as exc:
+        st.metrics.ingest_rejects.labels(exc.reason or "other").inc()
+        raise
+    st.metrics.ingest_seconds.observe(time.perf_counter() - started)
+    st.metrics.ingest_batches.labels(result.status).inc()
+    if result.status == "duplicate":
+        return jsonify({"status": "duplicate"}), 200
+    st.metrics.ingest_bytes.inc(compressed)
+    st.metrics.ingest_samples.inc(result.samples)
+    return jsonify({"status": "stored", "id": result.id, "samples": result.samples}), 200

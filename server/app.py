@@ -1,0 +1,108 @@
+"""Flask app factory: configuration, database check, storage, auth, blueprints, security headers."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from server import db, logs
+from server.api.common import ApiError, State
+from server.auth import Authenticator
+from server.config import database_url, load_config
+from server.metrics import Metrics
+from server.storage import Storage
+
+log = logging.getLogger("hotpath.server")
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: defaults ← config file ← `HOTPATH_*` env ← `config` (nothing read at import)."""
+    cfg = load_config(config)
+    logs.setup(cfg["LOG_LEVEL"])
+    app = Flask(__name__, static_folder=None)
+    app.config.update({k: v for k, v in cfg.items()})
+    app.config["MAX_CONTENT_LENGTH"] = None  # our own limits answer with precise messages
+    url = database_url(cfg)
+    if cfg["AUTO_UPGRADE"]:
+        db.upgrade(url)
+    engine = db.make_engine(url, pool_size=cfg["POOL_SIZE"])
+    db.check_schema(engine)
+    storage = Storage(engine, retention_days=cfg["RETENTION_DAYS"], rollup_grace_s=cfg["ROLLUP_GRACE_S"])
+    app.extensions["hotpath"] = State(storage, Authenticator(engine, cfg["SESSION_TTL_S"]), Metrics(), cfg)
+    _register(app)
+    if cfg["MAINTENANCE_INTERVAL_S"] > 0 and not cfg.get("TESTING"):
+        start_maintenance(storage, cfg["MAINTENANCE_INTERVAL_S"], cfg["PARTITION_AHEAD_DAYS"])
+    return app
+
+
+def _register(app: Flask) -> None:
+    from server.api import health, ingest, labels, query, session, ui
+
+    for module in (health, ingest, labels, query, session, ui):
+        app.register_blueprint(module.bp)
+
+    @app.before_request
+    def _request_id() -> None:
+        incoming = request.headers.get("X-Request-Id", "")
+        g.request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else secrets.token_hex(8)
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _headers(resp: Response) -> Response:
+        resp.headers["Content-Security-Policy"] = CSP
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Referrer-Policy"] = "no-referrer"
+        resp.headers["X-Frame-Options"] = "DENY"
+        resp.headers["X-Request-Id"] = g.get("request_id", "")
+        if request.path.startswith("/api/"):
+            resp.headers["Cache-Control"] = "no-store"
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        st: State = app.extensions["hotpath"]
+        st.metrics.requests.labels(endpoint, str(resp.status_code)).inc()
+        log.info("request", extra={"method": request.method, "path": request.path, "status": resp.status_code,
+                                   "ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2)})
+        return resp
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> tuple[Response, int]:
+        body: dict[str, Any] = {"error": exc.message}
+        resp = jsonify(body)
+        if exc.status == 401:
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="hotpath"'
+        return resp, exc.status
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> tuple[Response, int]:
+        return jsonify({"error": exc.description or exc.name}), exc.code or 500
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> tuple[Response, int]:
+        log.exception("unhandled error", extra={"path": request.path})
+        return jsonify({"error": f"internal error ({type(exc).__name__}); request id {g.get('request_id', '')}"}), 500
+
+
+def start_maintenance(storage: Storage, interval_s: int, ahead_days: int) -> threading.Thread:
+    """Background thread: partitions ahead, rollups, retention. Safe with several workers (idempotent)."""
+
+    def loop() -> None:
+        while True:
+            try:
+                result = storage.maintain(ahead_days=ahead_days)
+                if result["rolled_buckets"] or result["dropped"]:
+                    log.info("maintenance", extra=result)
+            except Exception:  # keep the thread alive; the next round retries
+                log.exception("maintenance failed")
+            time.sleep(interval_s)
+
+    thread = threading.Thread(target=loop, name="hotpath-maintenance", daemon=True)
+    thread.start()
+    return thread

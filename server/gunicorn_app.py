@@ -1,0 +1,33 @@
+"""Running the app under gunicorn programmatically (the production server, also for one worker)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def serve(overrides: dict[str, Any], bind: str, workers: int, config_file: str | None = None) -> int:
+    """Serve `create_app(overrides)` with gunicorn's threaded workers; returns when stopped."""
+    from gunicorn.app.base import BaseApplication
+
+    class HotpathApplication(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", [bind])
+            self.cfg.set("workers", max(1, workers))
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", 8)
+            self.cfg.set("timeout", 120)
+            self.cfg.set("graceful_timeout", 10)
+            self.cfg.set("accesslog", None)
+            self.cfg.set("preload_app", False)  # each worker opens its own database pool after fork
+
+        def load(self) -> Any:
+            import os
+
+            from server.app import create_app
+
+            if config_file:
+                os.environ["HOTPATH_CONFIG"] = config_file
+            return create_app(overrides)
+
+    HotpathApplication().run()
+    return 0

@@ -1,0 +1,164 @@
+"""Ingest guards: capped body reads, capped streaming decompression, and profile validation.
+
+Every refusal is an `ApiError` with a precise message and a `reason` used as a metrics label.
+A gzip bomb is stopped after at most `max_out` + one chunk of output: nothing is inflated whole.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Mapping
+from typing import IO, Any
+
+from profiler.model import Frame, Profile, Sample
+from server.api.common import ApiError
+
+LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+RESERVED_PARAMS = frozenset({"type", "sample_rate", "name", "format"})
+_CHUNK = 64 * 1024
+
+
+def read_body(stream: IO[bytes], content_length: int | None, limit: int) -> bytes:
+    """Read the request body, refusing (413) anything over `limit` bytes, declared or not."""
+    if content_length is not None and content_length > limit:
+        raise ApiError(413, f"request body of {content_length} bytes exceeds the limit of {limit} bytes",
+                       "body_too_large")
+    parts, total = [], 0
+    while True:
+        chunk = stream.read(min(_CHUNK, limit + 1 - total))
+        if not chunk:
+            break
+        parts.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            raise ApiError(413, f"request body exceeds the limit of {limit} bytes", "body_too_large")
+    body = b"".join(parts)
+    if not body:
+        raise ApiError(400, "empty request body: send a pprof (gzipped or raw) or folded text", "empty")
+    return body
+
+
+def gunzip_capped(data: bytes, limit: int) -> bytes:
+    """Inflate gzip (all members) into at most `limit` bytes, else 413; corrupt data is a 400."""
+    out: list[bytes] = []
+    total = 0
+    rest = data
+    while rest:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        pending = rest
+        try:
+            while pending:
+                piece = inflater.decompress(pending, _CHUNK)
+                total += len(piece)
+                if total > limit:
+                    raise ApiError(413, f"decompressed body exceeds the limit of {limit} bytes", "decompressed_too_large")
+                out.append(piece)
+                pending = inflater.unconsumed_tail
+                if inflater.eof:
+                    break
+            while not inflater.eof:
+                piece = inflater.decompress(b"", _CHUNK)
+                if not piece:
+                    break
+                total += len(piece)
+                if total > limit:
+                    raise ApiError(413, f"decompressed body exceeds the limit of {limit} bytes", "decompressed_too_large")
+                out.append(piece)
+        except zlib.error as exc:
+            raise ApiError(400, f"body is not valid gzip: {exc}", "bad_gzip") from None
+        if not inflater.eof:
+            raise ApiError(400, "body is truncated gzip (stream ends before its end marker)", "bad_gzip")
+        rest = inflater.unused_data
+        if rest and rest[:2] != b"\x1f\x8b":
+            break  # trailing garbage after the last member is ignored, as gzip(1) does
+    return b"".join(out)
+
+
+def check_label(name: str, value: str, config: Mapping[str, Any], where: str) -> None:
+    if len(name) > config["MAX_LABEL_NAME_LEN"]:
+        raise ApiError(400, f"{where} label name of {len(name)} characters exceeds {config['MAX_LABEL_NAME_LEN']}",
+                       "label_too_long")
+    if not LABEL_NAME.match(name):
+        raise ApiError(400, f"{where} label name {name[:64]!r} is invalid: use [A-Za-z_][A-Za-z0-9_.]*", "bad_label")
+    if len(value) > config["MAX_LABEL_VALUE_LEN"]:
+        raise ApiError(400, f"{where} label {name!r} value of {len(value)} characters exceeds "
+                       f"{config['MAX_LABEL_VALUE_LEN']}", "label_too_long")
+    if "\x00" in value or not _utf8_ok(value):
+        raise ApiError(400, f"{where} label {name!r} value is not valid UTF-8 text", "bad_label")
+
+
+def series_labels(args: Mapping[str, str], config: Mapping[str, Any]) -> dict[str, str]:
+    labels = {k: v for k, v in args.items() if k not in RESERVED_PARAMS}
+    if len(labels) > config["MAX_SERIES_LABELS"]:
+        raise ApiError(413, f"{len(labels)} series labels exceed the limit of {config['MAX_SERIES_LABELS']}",
+                       "too_many_labels")
+    for name, value in labels.items():
+        check_label(name, value, config, "series")
+    return labels
+
+
+def _utf8_ok(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _clean(text: str) -> str:
+    """Text storable everywhere: lone surrogates and NULs replaced (counted by the caller)."""
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+
+
+def validate_profile(profile: Profile, config: Mapping[str, Any]) -> int:
+    """Enforce per-profile limits; replace unstorable characters in frames. Returns frames repaired."""
+    n = len(profile.samples)
+    if n > config["MAX_SAMPLES"]:
+        raise ApiError(413, f"profile has {n} samples, over the limit of {config['MAX_SAMPLES']}", "too_many_samples")
+    max_labels, max_depth = config["MAX_LABELS_PER_SAMPLE"], config["MAX_STACK_DEPTH"]
+    label_sets: set[tuple[tuple[str, str], ...]] = set()
+    checked: dict[int, Frame] = {}
+    repaired = 0
+    new_samples: list[Sample] | None = None
+    for i, sample in enumerate(profile.samples):
+        if len(sample.labels) > max_labels:
+            raise ApiError(413, f"sample {i} has {len(sample.labels)} labels, over the limit of {max_labels}",
+                           "too_many_labels")
+        if len(sample.stack) > max_depth:
+            raise ApiError(413, f"sample {i} has a stack of {len(sample.stack)} frames, over the limit of "
+                           f"{max_depth}", "stack_too_deep")
+        if sample.labels not in label_sets:
+            for name, value in sample.labels:
+                check_label(name, value, config, f"sample {i}")
+            label_sets.add(sample.labels)
+            if len(label_sets) > config["MAX_DISTINCT_LABEL_SETS"]:
+                raise ApiError(413, f"profile has over {config['MAX_DISTINCT_LABEL_SETS']} distinct per-sample "
+                               "label sets", "too_many_labels")
+        fixed_stack = None
+        for j, frame in enumerate(sample.stack):
+            good = checked.get(id(frame))
+            if good is None:
+                good = frame
+                if "\x00" in frame.function or "\x00" in frame.binary or not (
+                        _utf8_ok(frame.function) and _utf8_ok(frame.binary)):
+                    good = Frame(_clean(frame.function), _clean(frame.binary), frame.kind, frame.address,
+                                 frame.build_id, frame.filename, frame.line)
+                    repaired += 1
+                checked[id(frame)] = good
+            if good is not frame:
+                if fixed_stack is None:
+                    fixed_stack = list(sample.stack)
+                fixed_stack[j] = good
+        if fixed_stack is not None:
+            if new_samples is None:
+                new_samples = list(profile.samples)
+            new_samples[i] = Sample(tuple(fixed_stack), sample.values, sample.labels)
+        if len(sample.values) != len(profile.sample_types):
+            raise ApiError(400, f"sample {i} has {len(sample.values)} values for {len(profile.sample_types)} "
+                           "sample types", "bad_profile")
+    if new_samples is not None:
+        profile.samples = new_samples
+    if repaired:
+        profile.counters["invalid_utf8_frames"] = profile.counters.get("invalid_utf8_frames", 0) + repaired
+    return repaired

@@ -1,0 +1,109 @@
+"""Turning a storage `Selection` into the wire formats, through the profile core.
+
+The server never re-implements core logic: trees, trimming, diffs, top tables, pprof and folded
+output all come from `profiler.*`; this module only feeds them and adds the series' metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from profiler.model import Frame, Profile, Sample
+from profiler.types import CPU, CPU_NANOS
+from server.storage import Selection, Storage
+
+
+def selection_profile(storage: Storage, sel: Selection, t0: int = 0, t1: int = 0) -> Profile:
+    """The merged selection as a `Profile` with every value column (for pprof and folded output)."""
+    frames = storage.resolve(sel.stack_ids.tolist())
+    samples = [Sample(frames[s], tuple(v)) for s, v in zip(sel.stack_ids.tolist(), sel.values.tolist())
+               if s in frames]
+    main = sel.sample_types[sel.main] if sel.sample_types else None
+    return Profile(
+        sample_types=tuple(sel.sample_types),
+        samples=samples,
+        period_type=CPU_NANOS if sel.profile_type == CPU else None,
+        period=sel.period if sel.profile_type == CPU else 0,
+        time_nanos=t0 * 1_000_000_000,
+        duration_nanos=max(t1 - t0, 0) * 1_000_000_000,
+        default_sample_type=main.type if main else "",
+        counters=dict(sel.counters),
+    )
+
+
+def _focused(storage: Storage, sel: Selection, prefix: Sequence[str] | None) -> list[tuple[tuple[Frame, ...], int]]:
+    pairs = storage.stacks(sel)
+    if not prefix:
+        return pairs
+    from profiler import transforms
+
+    profile = Profile(sample_types=(CPU_NANOS,), samples=[Sample(f, (v,)) for f, v in pairs])
+    focused = transforms.focus(profile, list(prefix))
+    return [(s.stack, s.values[0]) for s in focused.samples]
+
+
+def _as_dict(out: Any) -> dict[str, Any]:
+    return json.loads(out) if isinstance(out, str | bytes) else dict(out)
+
+
+def _meta(sel: Selection) -> dict[str, Any]:
+    return {"type": sel.profile_type, "unit": sel.unit or "nanoseconds", "period": int(sel.period),
+            "counters": dict(sel.counters)}
+
+
+def flame_json(storage: Storage, sel: Selection, max_nodes: int, prefix: Sequence[str] | None) -> dict[str, Any]:
+    from profiler import flamegraph
+
+    tree = flamegraph.trim(flamegraph.build_tree(_focused(storage, sel, prefix)), max_nodes)
+    out = _as_dict(flamegraph.to_json(tree))
+    out.update(_meta(sel))
+    if prefix:
+        out["prefix"] = list(prefix)
+    return out
+
+
+def diff_json(storage: Storage, left: Selection, right: Selection, max_nodes: int,
+              prefix: Sequence[str] | None, fmt: str = "diff") -> dict[str, Any]:
+    from profiler import flamegraph
+
+    ltree = flamegraph.build_tree(_focused(storage, left, prefix))
+    rtree = flamegraph.build_tree(_focused(storage, right, prefix))
+    diff = flamegraph.diff_trees(ltree, rtree)
+    diff = _trim_diff(diff, max_nodes)
+    out = _as_dict(flamegraph.diff_to_json(diff))
+    out.update(type=left.profile_type if fmt == "diff" else "wall", unit=left.unit or right.unit or "nanoseconds",
+               format=fmt, leftPeriod=int(left.period), rightPeriod=int(right.period),
+               counters={k: left.counters.get(k, 0) + right.counters.get(k, 0)
+                         for k in set(left.counters) | set(right.counters)})
+    if prefix:
+        out["prefix"] = list(prefix)
+    return out
+
+
+def _trim_diff(diff: Any, max_nodes: int) -> Any:
+    from profiler import flamegraph
+
+    trim_diff = getattr(flamegraph, "trim_diff", None)
+    if trim_diff is not None:
+        return trim_diff(diff, max_nodes)
+    try:
+        return flamegraph.trim(diff, max_nodes)
+    except (TypeError, AttributeError):
+        return diff
+
+
+def top_json(storage: Storage, sel: Selection, limit: int) -> dict[str, Any]:
+    from profiler import flamegraph
+
+    tree = flamegraph.build_tree(storage.stacks(sel))
+    rows = flamegraph.top_functions(tree)[:limit]
+    functions = []
+    for row in rows:
+        get = row.get if isinstance(row, dict) else lambda k, r=row: getattr(r, k)
+        kind = get("kind")
+        functions.append({"name": get("name"), "binary": get("binary"), "kind": getattr(kind, "value", kind),
+                          "self": int(get("self")), "total": int(get("total"))})
+    total = int(sel.values[:, sel.main].sum()) if sel.values.size else 0
+    return {"type": sel.profile_type, "unit": sel.unit or "nanoseconds", "total": total, "functions": functions}
