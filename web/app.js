@@ -1,0 +1,403 @@
+// The page: view state <-> URL, fetches, and wiring of the graph, table, sandwich, diff and wall views.
+
+import { parseState, formatState, dataParams, endpoint, apiQuery } from "./state.js";
+import { decode, findPath, pathOf, search, topFunctions, sortRows } from "./layout.js";
+import { sandwich } from "./sandwich.js";
+import { diffStats, classify, diffColor, summarize } from "./diff.js";
+import { FlameGraph } from "./render.js";
+import { Timeline } from "./timeline.js";
+import { fetchJSON, getSession, login, ApiError } from "./api.js";
+import { formatPct, toUnixSeconds } from "./format.js";
+import * as V from "./views.js";
+
+const $ = (id) => document.getElementById(id);
+const MAX_NODES = 16384;
+let state = parseState(location.search);
+let model = null; // decoded data of the main view
+let loadedKey = "";
+let stats = null; // diff stats
+let rows = null; // table rows (cached per model)
+let selectedRow = "";
+let inflight = null;
+const labelCache = { names: null, values: new Map() };
+
+const graph = new FlameGraph($("graph"), {
+  onHover: (h, e) => V.showTooltip($("tooltip"), V.tooltipLines(model, h, currentZoom(), stats), e.clientX, e.clientY),
+  onLeave: () => { $("tooltip").hidden = true; },
+  onClick: (h, e) => clickFrame(h, e),
+});
+const swCallers = new FlameGraph($("sw-callers"), swHandlers(() => swData && swData.callers));
+const swCallees = new FlameGraph($("sw-callees"), swHandlers(() => swData && swData.callees));
+let swData = null;
+const timeline = new Timeline($("timeline"), {
+  onSelect: (a, b) => setState({ from: String(a), until: String(b), zoom: [], prefix: [] }),
+});
+
+function swHandlers(getModel) {
+  return {
+    onHover: (h, e) => V.showTooltip($("tooltip"), V.tooltipLines(getModel(), h, 0, null), e.clientX, e.clientY),
+    onLeave: () => { $("tooltip").hidden = true; },
+    onClick: (h) => {
+      const m = getModel();
+      if (m && !h.group) setState({ fn: String(m.names[m.nameIdx[h.node]]) });
+    },
+  };
+}
+
+/** Update state; push a history entry (or replace it) and apply. */
+function setState(patch, { replace = false } = {}) {
+  state = { ...state, ...patch };
+  const url = `${location.pathname}${formatState(state)}`;
+  if (replace) history.replaceState(null, "", url);
+  else history.pushState(null, "", url);
+  apply();
+}
+
+function currentZoom() {
+  if (!model || model.n === 0) return 0;
+  const path = state.zoom.length ? state.zoom : state.prefix;
+  return path.length ? findPath(model, path) : 0;
+}
+
+function isDark() {
+  if (state.theme) return state.theme === "dark";
+  return typeof matchMedia !== "undefined" && matchMedia("(prefers-color-scheme: dark)").matches;
+}
+
+function setStatus(text, cls = "") {
+  const s = $("status");
+  s.textContent = text;
+  s.className = `status ${cls}`.trim();
+}
+
+/** Sync form controls with the state (after load or back/forward). */
+function syncControls() {
+  $("type").value = state.type;
+  $("query").value = state.query === "{}" ? "" : state.query;
+  $("from").value = state.from;
+  $("until").value = state.until;
+  const presets = [...$("preset").options].map((o) => o.value);
+  $("preset").value = state.until === "now" && presets.includes(state.from) ? state.from : "custom";
+  if (document.activeElement !== $("search")) $("search").value = state.search;
+  $("rquery").value = state.rquery;
+  $("rfrom").value = state.rfrom;
+  $("runtil").value = state.runtil;
+  $("noise").value = state.noise;
+  $("orient").textContent = state.orient;
+  for (const b of $("views").querySelectorAll("button[data-view]")) {
+    b.setAttribute("aria-pressed", String(b.dataset.view === state.view));
+  }
+  $("diff-controls").hidden = state.view !== "diff";
+  $("table-view").hidden = state.view !== "table";
+  $("sandwich-view").hidden = state.view !== "sandwich";
+  $("graph").hidden = state.view === "sandwich";
+  for (const b of $("top-table").querySelectorAll("th button")) b.dataset.active = String(b.dataset.sort === state.sort);
+  const dl = new URLSearchParams({ query: apiQuery(state.type, state.query), from: state.from, until: state.until });
+  $("dl-pprof").href = `/api/v1/pprof?${dl}`;
+  $("dl-pprof").setAttribute("download", `hotpath-${state.type}.pb.gz`);
+  $("dl-folded").href = `/api/v1/folded?${dl}`;
+  $("dl-folded").setAttribute("download", `hotpath-${state.type}.folded.txt`);
+  document.documentElement.dataset.theme = isDark() ? "dark" : "light";
+}
+
+/** Apply the state: fetch what changed, then redraw the active view. */
+async function apply() {
+  syncControls();
+  graph.setTheme(isDark());
+  swCallers.setTheme(isDark());
+  swCallees.setTheme(isDark());
+  timeline.setTheme(isDark());
+  loadTimeline();
+  const view = state.view === "table" || state.view === "sandwich" ? "flame" : state.view;
+  const params = dataParams({ ...state, view }, MAX_NODES);
+  const key = `${endpoint(view)}?${params}`;
+  if (key !== loadedKey) {
+    if (inflight) inflight.abort();
+    inflight = new AbortController();
+    setStatus("loading…");
+    try {
+      const wire = await fetchJSON(key, { signal: inflight.signal });
+      model = decode(wire);
+      loadedKey = key;
+      rows = null;
+      swData = null;
+      stats = model.isDiff ? diffStats(model) : null;
+      const hasData = model.n > 0 && model.numTicks > 0;
+      graph.setModel(model, { split: model.format === "wall", zoom: 0 });
+      setStatus(hasData ? "" : "No data in this range — widen the time range or loosen the selector.", hasData ? "" : "empty");
+    } catch (e) {
+      if (e && e.name === "AbortError") return;
+      handleError(e);
+      return;
+    }
+  }
+  render();
+}
+
+function handleError(e) {
+  model = null;
+  loadedKey = "";
+  if (e instanceof ApiError && e.status === 401) { showLogin(""); return; }
+  const msg = e instanceof ApiError ? e.message : String(e && e.message ? e.message : e);
+  setStatus(e instanceof ApiError && e.status === 0 ? `Server unreachable: ${msg}` : `Error: ${msg}`, "error");
+  V.renderQuality($("quality"), null);
+  $("legend").replaceChildren();
+  graph.m = null;
+  graph.canvas.width = 0;
+}
+
+/** Redraw the current view from the loaded model (no fetch). */
+function render() {
+  if (!model) return;
+  const dark = isDark();
+  V.renderQuality($("quality"), model);
+  const zoom = currentZoom();
+  graph.setOrient(state.orient);
+  if (graph.zoom !== zoom) graph.setZoom(zoom);
+  if (state.view === "diff" && stats) {
+    const thr = Number(state.noise);
+    const colors = new Array(model.n);
+    for (let i = 0; i < model.n; i++) colors[i] = diffColor(classify(stats, i, thr), dark);
+    graph.setNodeColors((i) => colors[i]);
+    V.renderDiffLegend($("legend"), summarize(stats, thr), thr, dark);
+  } else if (state.view === "wall") {
+    graph.setNodeColors(null);
+    V.renderWallLegend($("legend"), graph.splitColors);
+  } else {
+    graph.setNodeColors(null);
+    V.renderLegend($("legend"), model, dark);
+  }
+  V.renderBreadcrumb($("breadcrumb"), zoom > 0 ? pathOf(model, zoom) : [], state.prefix, {
+    onZoom: (depth) => setState({ zoom: pathOf(model, zoom).slice(0, depth) }),
+    onClearPrefix: () => setState({ prefix: [], zoom: [] }),
+  });
+  applySearch(zoom);
+  if (state.view === "table") renderTableView();
+  if (state.view === "sandwich") renderSandwich();
+  else graph.setMarked(state.view === "table" && selectedRow ? markedNames(selectedRow) : null);
+}
+
+function applySearch(zoom) {
+  const r = search(model, state.search, 0);
+  graph.setMatched(state.search ? r.matched : null);
+  if (!state.search) { $("matched").textContent = ""; return; }
+  let text = `${formatPct(r.ratio)} matched (${r.count} frames)`;
+  if (zoom > 0) text += ` · ${formatPct(search(model, state.search, zoom).ratio)} of zoomed frame`;
+  if (r.invalid) text += " · invalid regex, matched as text";
+  $("matched").textContent = text;
+}
+
+function markedNames(name) {
+  const set = new Set();
+  model.names.forEach((n, j) => { if (String(n) === name) set.add(j); });
+  return set;
+}
+
+function renderTableView() {
+  if (!rows) rows = topFunctions(model);
+  const sorted = sortRows(rows, state.sort, Number(state.dir));
+  V.renderTable($("top-table").querySelector("tbody"), sorted, {
+    unit: model.unit, total: model.numTicks, selected: selectedRow,
+    onSelect: (row) => { selectedRow = selectedRow === row.name ? "" : row.name; render(); },
+    onSandwich: (row) => setState({ view: "sandwich", fn: row.name }),
+  });
+}
+
+function renderSandwich() {
+  const title = $("sw-title");
+  if (!state.fn) {
+    title.textContent = "Pick a function: the sandwich button in the table, or shift+click a frame.";
+    swCallers.m = null; swCallees.m = null;
+    return;
+  }
+  if (!swData || swData.fn !== state.fn) {
+    swData = { fn: state.fn, ...sandwich(model, state.fn) };
+    swCallers.orient = "flame";
+    swCallers.setModel(swData.callers);
+    swCallees.setModel(swData.callees);
+  }
+  title.textContent = swData.found
+    ? `${state.fn} — total ${formatPct(model.numTicks ? swData.total / model.numTicks : 0)}, self ${formatPct(model.numTicks ? swData.self / model.numTicks : 0)} of all`
+    : `${state.fn} — not in this graph`;
+}
+
+/** Click on a frame: zoom; on a group/"other" box drill in by re-querying its parent's prefix. */
+function clickFrame(h, e) {
+  if (!model) return;
+  if (h.group || model.isOther[h.node]) {
+    const p = model.parent[h.node];
+    setState({ prefix: pathOf(model, p >= 0 ? p : 0), zoom: [] });
+    return;
+  }
+  const name = String(model.names[model.nameIdx[h.node]]);
+  if (e.shiftKey && h.node > 0) { setState({ view: "sandwich", fn: name }); return; }
+  setState({ zoom: pathOf(model, h.node) });
+}
+
+let lastSeriesKey = "";
+async function loadTimeline() {
+  const t0 = toUnixSeconds(state.from);
+  const t1 = toUnixSeconds(state.until);
+  const step = Math.max(1, Math.ceil((t1 - t0) / 240));
+  const p = new URLSearchParams({ query: apiQuery(state.type, state.query), from: state.from, until: state.until, step: String(step) });
+  const key = p.toString();
+  if (key === lastSeriesKey) return;
+  lastSeriesKey = key;
+  try {
+    const resp = await fetchJSON(`/api/v1/series?${p}`);
+    timeline.setData(resp, t0, t1);
+  } catch (e) {
+    lastSeriesKey = "";
+    if (!(e instanceof ApiError && e.status === 401)) timeline.setData({ series: [] }, t0, t1);
+  }
+}
+
+/** Label-name and label-value suggestions for the selector input (a <datalist>). */
+async function suggest() {
+  const input = $("query");
+  const text = input.value.slice(0, input.selectionStart ?? input.value.length);
+  const list = $("query-suggest");
+  const opts = [];
+  const valueCtx = /([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)$/.exec(text);
+  const nameCtx = /(^|[{,])\s*([A-Za-z_][A-Za-z0-9_]*)?$/.exec(text);
+  const range = `from=${encodeURIComponent(state.from)}&until=${encodeURIComponent(state.until)}`;
+  try {
+    if (valueCtx) {
+      const name = valueCtx[1];
+      if (!labelCache.values.has(name)) {
+        const r = await fetchJSON(`/api/v1/labels/${encodeURIComponent(name)}/values?${range}`);
+        labelCache.values.set(name, r.values || []);
+      }
+      const head = text.slice(0, text.length - valueCtx[3].length);
+      for (const v of labelCache.values.get(name)) opts.push(`${head}${v}"}`);
+    } else if (nameCtx) {
+      if (!labelCache.names) labelCache.names = (await fetchJSON(`/api/v1/labels?${range}`)).labels || [];
+      const head = text.slice(0, text.length - (nameCtx[2] || "").length);
+      const base = head.startsWith("{") || head === "" ? head : head;
+      for (const n of labelCache.names) opts.push(`${base === "" ? "{" : base}${n}="`);
+    }
+  } catch { /* suggestions are best effort */ }
+  list.replaceChildren(...opts.slice(0, 200).map((v) => { const o = document.createElement("option"); o.value = v; return o; }));
+}
+
+function runQuery() {
+  setState({ type: $("type").value, query: $("query").value.trim() || "{}", from: $("from").value.trim() || "now-1h",
+    until: $("until").value.trim() || "now", zoom: [], prefix: [] });
+}
+
+function downloadPNG() {
+  const target = state.view === "sandwich" ? swCallees.canvas : graph.canvas;
+  target.toBlob((blob) => {
+    if (!blob) return;
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = `hotpath-${state.view}.png`;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+  }, "image/png");
+}
+
+function showLogin(message) {
+  $("login").hidden = false;
+  $("login-error").textContent = message;
+  $("token").focus();
+  setStatus("Sign in needed: this server requires a read token.", "error");
+}
+
+function wire() {
+  $("run").addEventListener("click", runQuery);
+  for (const id of ["query", "from", "until"]) $(id).addEventListener("keydown", (e) => { if (e.key === "Enter") runQuery(); });
+  $("type").addEventListener("change", runQuery);
+  $("preset").addEventListener("change", () => {
+    if ($("preset").value !== "custom") { $("from").value = $("preset").value; $("until").value = "now"; runQuery(); }
+  });
+  $("query").addEventListener("input", suggest);
+  $("query").addEventListener("focus", suggest);
+  let searchTimer = 0;
+  $("search").addEventListener("input", () => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(() => setState({ search: $("search").value }, { replace: true }), 120);
+  });
+  $("search").addEventListener("change", () => setState({ search: $("search").value }, { replace: true }));
+  $("views").addEventListener("click", (e) => {
+    const b = e.target.closest("button[data-view]");
+    if (b) setState({ view: b.dataset.view });
+  });
+  $("orient").addEventListener("click", () => setState({ orient: state.orient === "icicle" ? "flame" : "icicle" }));
+  $("theme").addEventListener("click", () => setState({ theme: isDark() ? "light" : "dark" }));
+  $("dl-png").addEventListener("click", downloadPNG);
+  $("diff-run").addEventListener("click", () => setState({ rquery: $("rquery").value.trim(), rfrom: $("rfrom").value.trim(),
+    runtil: $("runtil").value.trim(), noise: $("noise").value || "3" }));
+  $("noise").addEventListener("change", () => setState({ noise: $("noise").value || "3" }, { replace: true }));
+  $("top-table").querySelector("thead").addEventListener("click", (e) => {
+    const b = e.target.closest("button[data-sort]");
+    if (!b) return;
+    const dir = state.sort === b.dataset.sort ? String(-Number(state.dir)) : (b.dataset.sort === "name" ? "1" : "-1");
+    setState({ sort: b.dataset.sort, dir });
+  });
+  const help = (show) => { $("help").hidden = !show; };
+  $("help-button").addEventListener("click", () => help(true));
+  $("help-close").addEventListener("click", () => help(false));
+  document.addEventListener("keydown", (e) => {
+    const typing = e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement;
+    if (e.key === "Escape") {
+      if (!$("help").hidden) { help(false); return; }
+      if (typing) e.target.blur();
+      if (state.zoom.length) setState({ zoom: [] });
+      return;
+    }
+    if (typing) return;
+    if (e.key === "/") { e.preventDefault(); $("search").focus(); $("search").select(); }
+    else if (e.key === "?") { help($("help").hidden); }
+  });
+  $("login-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      await login($("token").value);
+      $("login").hidden = true;
+      $("token").value = "";
+      loadedKey = ""; lastSeriesKey = ""; labelCache.names = null; labelCache.values.clear();
+      apply();
+    } catch (err) {
+      $("login-error").textContent = err instanceof ApiError ? err.message : String(err);
+    }
+  });
+  window.addEventListener("popstate", () => { state = parseState(location.search); apply(); });
+}
+
+async function boot() {
+  wire();
+  const frag = new URLSearchParams(location.hash.slice(1));
+  const token = frag.get("token");
+  if (token) {
+    history.replaceState(null, "", `${location.pathname}${location.search}`);
+    try { await login(token); } catch (e) { showLogin(e instanceof ApiError ? e.message : String(e)); return; }
+  }
+  try {
+    const s = await getSession();
+    if (s.auth_required && !s.authenticated) { syncControls(); showLogin(""); return; }
+  } catch (e) {
+    syncControls();
+    handleError(e);
+    return;
+  }
+  apply();
+}
+
+// Test and benchmark hook: read-only views of what is drawn, never used by the page itself.
+window.hotpath = {
+  get state() { return state; },
+  get model() { return model; },
+  graph,
+  sandwich: { callers: swCallers, callees: swCallees },
+  frameCenter(name, which = graph) {
+    const m = which.m;
+    if (!m) return null;
+    for (let i = 0; i < m.n; i++) if (String(m.names[m.nameIdx[i]]) === name) { const c = which.centerOf(i); if (c) return c; }
+    return null;
+  },
+};
+
+boot();

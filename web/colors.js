@@ -1,0 +1,37 @@
+// Pure palette: color by binary (hash -> hue), kernel frames in an orange family kept apart from
+// user frames, "other"/grouped boxes grey (hatched by the renderer).
+
+/** FNV-1a hash of a string, 32-bit. */
+export function hash32(s) {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+/** Hue for a user-space binary, avoiding the orange band reserved for the kernel (15°–50°). */
+export function binaryHue(binary) {
+  return 60 + (hash32(binary || "?") % 300);
+}
+
+/** Fill color for a frame-table entry. */
+export function frameColor(kind, binary, name, dark) {
+  const jitter = (hash32(name || "") % 12) - 6;
+  if (kind === "other") return dark ? "hsl(0,0%,35%)" : "hsl(0,0%,72%)";
+  if (kind === "kernel") {
+    const l = (dark ? 42 : 62) + jitter / 2;
+    return `hsl(${30 + (jitter % 6)},90%,${l}%)`;
+  }
+  const hue = binaryHue(binary);
+  const l = (dark ? 38 : 70) + jitter / 2;
+  return `hsl(${hue},${dark ? 45 : 55}%,${l}%)`;
+}
+
+/** Legend color for a binary (no per-name jitter). */
+export function legendColor(kind, binary, dark) {
+  if (kind === "kernel") return `hsl(30,90%,${dark ? 42 : 62}%)`;
+  if (kind === "other") return dark ? "hsl(0,0%,35%)" : "hsl(0,0%,72%)";
+  return `hsl(${binaryHue(binary)},${dark ? 45 : 55}%,${dark ? 38 : 70}%)`;
+}

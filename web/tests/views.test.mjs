@@ -1,0 +1,144 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { decode, findPath } from "../layout.js";
+import { sandwich } from "../sandwich.js";
+import { diffStats, classify, summarize, diffColor } from "../diff.js";
+import { parseState, formatState, apiQuery, dataParams, endpoint } from "../state.js";
+import { formatValue, formatPct, truncate, toUnixSeconds } from "../format.js";
+import { sumSeries, dragRange, pixelToTime } from "../timeline.js";
+import { binaryHue, frameColor } from "../colors.js";
+import { simple, fromTree } from "./fixtures.mjs";
+
+test("sandwich: callers inverted, callees merged, recursion once", () => {
+  // x called from a and from b; x recurses once under a.
+  const wire = fromTree(["total", 0, [
+    ["a", 0, [["x", 5, [["y", 10, []], ["x", 5, []]]]]],
+    ["b", 0, [["x", 0, [["y", 20, []]]]]],
+  ]]);
+  const m = decode(wire);
+  const s = sandwich(m, "x");
+  assert.ok(s.found);
+  assert.equal(s.total, 40);
+  assert.equal(s.self, 10);
+  const c = s.callers;
+  assert.equal(c.names[c.nameIdx[0]], "x");
+  assert.equal(c.w[0], 40);
+  const callerTotals = {};
+  for (let i = c.levelStart[1]; i < c.levelStart[2]; i++) callerTotals[c.names[c.nameIdx[i]]] = c.w[i];
+  assert.deepEqual(callerTotals, { a: 20, b: 20 });
+  const e = s.callees;
+  assert.equal(e.w[0], 40);
+  assert.equal(e.self[0], 5, "root self is the outermost frames' self");
+  const y = findPath(e, ["y"]);
+  assert.equal(e.w[y], 30);
+  assert.equal(findPath(e, ["x"]) > 0, true, "nested recursion stays a callee");
+  assert.equal(sandwich(m, "nope").found, false);
+});
+
+function diffWire(lt, rt, extra = {}) {
+  // root -> same(lt0/rt0), changed(lt1/rt1)
+  const L = lt[0] + lt[1];
+  const R = rt[0] + rt[1];
+  return {
+    version: 1, format: "diff", type: "cpu", unit: "count", period: 0,
+    names: ["total", "same", "changed"], binaries: ["", "", ""], kinds: ["", "native", "native"],
+    levels: [
+      [0, L + R, 0, 0, L, 0, R, 0],
+      [0, lt[0] + rt[0], lt[0] + rt[0], 1, lt[0], lt[0], rt[0], rt[0],
+        0, lt[1] + rt[1], lt[1] + rt[1], 2, lt[1], lt[1], rt[1], rt[1]],
+    ],
+    numTicks: L + R, leftTicks: L, rightTicks: R, leftPeriod: 0, rightPeriod: 0, ...extra,
+  };
+}
+
+test("diff: normalized by totals, Poisson noise hides small changes", () => {
+  // Same shares on both sides although the right has twice the samples: no change at all.
+  let m = decode(diffWire([500, 500], [1000, 1000]));
+  let st = diffStats(m);
+  assert.equal(st.delta[1], 0);
+  assert.equal(classify(st, 2, 3).cls, "noise");
+  // 50% -> 70% with thousands of samples: significant growth of "changed", shrink of "same".
+  m = decode(diffWire([1000, 1000], [600, 1400]));
+  st = diffStats(m);
+  assert.ok(Math.abs(st.delta[2] - 0.2) < 1e-12);
+  assert.ok(st.z[2] > 5, `z=${st.z[2]}`);
+  assert.equal(classify(st, 2, 3).cls, "grew");
+  assert.equal(classify(st, 1, 3).cls, "shrank");
+  assert.deepEqual(summarize(st, 3), { grew: 1, shrank: 1, noise: 0 });
+  // Same shift with 10 samples per side: within noise.
+  m = decode(diffWire([5, 5], [3, 7]));
+  st = diffStats(m);
+  assert.ok(Math.abs(st.z[2]) < 3);
+  assert.equal(classify(st, 2, 3).cls, "noise");
+  assert.equal(classify(st, 2, 0.5).cls, "grew", "a lower threshold shows it");
+  assert.match(diffColor({ cls: "grew", intensity: 1 }, false), /^hsl\(0,/);
+  assert.match(diffColor({ cls: "shrank", intensity: 1 }, false), /^hsl\(215,/);
+});
+
+test("diff: nanosecond values are turned into sample counts by the period", () => {
+  const p = 1e7;
+  const m = decode(diffWire([5 * p, 5 * p], [3 * p, 7 * p], { unit: "nanoseconds", leftPeriod: p, rightPeriod: p }));
+  const st = diffStats(m);
+  assert.ok(Math.abs(st.z[2]) < 3, "10 samples per side is noise even when values are large");
+});
+
+test("state round-trips through the URL and rejects junk", () => {
+  const s = parseState("?view=diff&zoom=%5B%22main%22%2C%22a%3Bb%22%5D&search=fo%2Bo&theme=dark&orient=flame&rquery=%7Bx%3D%221%22%7D");
+  assert.equal(s.view, "diff");
+  assert.deepEqual(s.zoom, ["main", "a;b"]);
+  assert.equal(s.search, "fo+o");
+  const back = parseState(formatState(s));
+  assert.deepEqual(back, s);
+  const junk = parseState("?view=<script>&zoom=notjson&orient=x&noise=-1");
+  assert.equal(junk.view, "flame");
+  assert.deepEqual(junk.zoom, []);
+  assert.equal(junk.orient, "icicle");
+  assert.equal(junk.noise, "3");
+  assert.equal(formatState(parseState("")), "");
+});
+
+test("API query composition", () => {
+  assert.equal(apiQuery("cpu", '{service="api"}'), 'cpu{service="api"}');
+  assert.equal(apiQuery("cpu", 'offcpu{service="api"}'), 'cpu{service="api"}');
+  assert.equal(apiQuery("offcpu", 'service="api"'), 'offcpu{service="api"}');
+  assert.equal(apiQuery("cpu", ""), "cpu{}");
+  const p = dataParams(parseState("?view=diff&rfrom=now-2h&runtil=now-1h"), 100);
+  assert.equal(p.get("left"), "cpu{}");
+  assert.equal(p.get("right_from"), "now-2h");
+  assert.equal(p.get("left_from"), "now-1h");
+  assert.equal(p.get("max_nodes"), "100");
+  assert.equal(dataParams(parseState('?prefix=["a"]'), 0).get("prefix"), '["a"]');
+  assert.equal(endpoint("wall"), "/api/v1/wallclock");
+});
+
+test("formatting", () => {
+  assert.equal(formatValue(1.5e9, "nanoseconds"), "1.50 s");
+  assert.equal(formatValue(2.5e6, "nanoseconds"), "2.50 ms");
+  assert.equal(formatValue(1234, "count"), "1,234 samples");
+  assert.equal(formatPct(0.1234), "12.3%");
+  assert.equal(formatPct(0.00001), "<0.01%");
+  assert.equal(truncate("abcdef", 4), "abc…");
+  assert.equal(truncate("abc", 4), "abc");
+  assert.equal(toUnixSeconds("now-1h", 10000), 6400);
+  assert.equal(toUnixSeconds("1700000000"), 1700000000);
+  assert.equal(toUnixSeconds("2023-11-14T22:13:20Z"), 1700000000);
+  assert.ok(Number.isNaN(toUnixSeconds("garbage")));
+});
+
+test("timeline: series summed per timestamp and drags mapped to ranges", () => {
+  const pts = sumSeries({ series: [{ points: [[10, 1], [20, 2]] }, { points: [[20, 3], [30, 4]] }] });
+  assert.deepEqual(pts, [[10, 1], [20, 5], [30, 4]]);
+  assert.equal(pixelToTime(50, 100, 0, 1000), 500);
+  assert.deepEqual(dragRange(80, 20, 100, 0, 1000), [200, 800]);
+  assert.equal(dragRange(10, 11, 100, 0, 1000), null);
+});
+
+test("colors: kernel orange family, user hues outside it", () => {
+  for (const b of ["/bin/a", "/usr/lib/libc.so.6", "", "python3"]) {
+    const h = binaryHue(b);
+    assert.ok(h >= 60 && h < 360, `${b}: ${h}`);
+  }
+  assert.match(frameColor("kernel", "", "schedule", false), /^hsl\((2\d|3\d),/);
+  assert.equal(frameColor("native", "/bin/a", "f", false).startsWith(`hsl(${binaryHue("/bin/a")},`), true);
+  assert.equal(decode(simple()).kinds[3], "kernel");
+});

@@ -1,0 +1,108 @@
+// Timeline of totals (the `series` endpoint) on a canvas; dragging selects a time range.
+// `sumSeries` and `pixelToTime` are pure and unit-tested; the class does the drawing and input.
+
+import { formatValue } from "./format.js";
+
+/** Sum all series' points per timestamp: [[t, v], ...] sorted by t. */
+export function sumSeries(resp) {
+  const acc = new Map();
+  for (const s of (resp && resp.series) || []) {
+    for (const [t, v] of s.points || []) acc.set(t, (acc.get(t) || 0) + v);
+  }
+  return [...acc.entries()].sort((a, b) => a[0] - b[0]);
+}
+
+/** Time (unix seconds) at pixel x of a [t0, t1] axis drawn across `width` pixels. */
+export function pixelToTime(x, width, t0, t1) {
+  const f = Math.min(1, Math.max(0, x / Math.max(1, width)));
+  return t0 + f * (t1 - t0);
+}
+
+/** A drag selection as a [from, until] range of whole seconds, or null when it is too small. */
+export function dragRange(x0, x1, width, t0, t1, minPx = 3) {
+  if (Math.abs(x1 - x0) < minPx) return null;
+  const a = pixelToTime(Math.min(x0, x1), width, t0, t1);
+  const b = pixelToTime(Math.max(x0, x1), width, t0, t1);
+  return [Math.floor(a), Math.ceil(b)];
+}
+
+const HEIGHT = 70;
+
+export class Timeline {
+  constructor(canvas, { onSelect = () => {} } = {}) {
+    this.canvas = canvas;
+    this.ctx = canvas.getContext("2d");
+    this.onSelect = onSelect;
+    this.points = [];
+    this.t0 = 0;
+    this.t1 = 1;
+    this.unit = "";
+    this.step = 0;
+    this.drag = null;
+    this.dark = false;
+    canvas.addEventListener("mousedown", (e) => { this.drag = [e.offsetX, e.offsetX]; this.draw(); });
+    canvas.addEventListener("mousemove", (e) => {
+      if (this.drag) { this.drag[1] = e.offsetX; this.draw(); }
+    });
+    const end = () => {
+      if (!this.drag) return;
+      const [a, b] = this.drag;
+      this.drag = null;
+      const r = dragRange(a, b, this.width(), this.t0, this.t1);
+      this.draw();
+      if (r) this.onSelect(r[0], r[1]);
+    };
+    canvas.addEventListener("mouseup", end);
+    canvas.addEventListener("mouseleave", end);
+  }
+
+  width() { return Math.max(1, Math.floor(this.canvas.parentElement ? this.canvas.parentElement.clientWidth : 600)); }
+
+  /** Show a `series` response over the axis [t0, t1] (unix seconds). */
+  setData(resp, t0, t1) {
+    this.points = sumSeries(resp);
+    this.unit = (resp && resp.unit) || "";
+    this.step = (resp && resp.step) || 0;
+    this.t0 = t0;
+    this.t1 = t1 > t0 ? t1 : t0 + 1;
+    this.draw();
+  }
+
+  setTheme(dark) { this.dark = dark; this.draw(); }
+
+  draw() {
+    const dpr = window.devicePixelRatio || 1;
+    const w = this.width();
+    if (this.canvas.width !== Math.round(w * dpr)) {
+      this.canvas.width = Math.round(w * dpr);
+      this.canvas.height = Math.round(HEIGHT * dpr);
+      this.canvas.style.width = `${w}px`;
+      this.canvas.style.height = `${HEIGHT}px`;
+    }
+    const g = this.ctx;
+    g.setTransform(dpr, 0, 0, dpr, 0, 0);
+    g.clearRect(0, 0, w, HEIGHT);
+    const max = this.points.reduce((a, p) => Math.max(a, p[1]), 0);
+    const span = this.t1 - this.t0;
+    const bw = this.step > 0 ? Math.max(1, (this.step / span) * w) : 2;
+    g.fillStyle = this.dark ? "hsl(25,80%,55%)" : "hsl(25,85%,55%)";
+    for (const [t, v] of this.points) {
+      const x = ((t - this.t0) / span) * w;
+      const h = max > 0 ? (v / max) * (HEIGHT - 14) : 0;
+      g.fillRect(x, HEIGHT - h, Math.max(1, bw - 1), h);
+    }
+    g.fillStyle = this.dark ? "#bbb" : "#555";
+    g.font = "11px system-ui, sans-serif";
+    g.textBaseline = "top";
+    g.fillText(max > 0 ? `peak ${formatValue(max, this.unit)} per ${this.step || "?"} s` : "no data in this range", 4, 1);
+    const fmt = (t) => new Date(t * 1000).toISOString().replace("T", " ").slice(5, 16);
+    g.textAlign = "right";
+    g.fillText(`${fmt(this.t0)} → ${fmt(this.t1)} UTC`, w - 4, 1);
+    g.textAlign = "left";
+    if (this.drag) {
+      const [a, b] = this.drag;
+      g.fillStyle = this.dark ? "rgba(120,170,255,0.3)" : "rgba(40,100,220,0.25)";
+      g.fillRect(Math.min(a, b), 0, Math.abs(b - a), HEIGHT);
+    }
+  }
+}
