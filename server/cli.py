@@ -27,7 +27,7 @@ def positive_int(text: str) -> int:
 
 def parse_bind(bind: str) -> tuple[str, int]:
     host, sep, port = bind.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"--bind {bind!r}: expected HOST:PORT, e.g. 127.0.0.1:4040")
     return host.strip("[]") or "0.0.0.0", int(port)
 

@@ -45,13 +45,24 @@ def unpack_function_ids(data: bytes) -> tuple[int, ...]:
     return struct.unpack_from(f"<{count}{'I' if width == 4 else 'q'}", data, 1)
 
 
-def _insert_ignore(conn: Connection, table, rows: list[dict]) -> None:  # type: ignore[no-untyped-def]
-    if not rows:
-        return
+def _insert_ids(conn: Connection, table, rows: list[dict]) -> dict[bytes, int]:  # type: ignore[no-untyped-def]
+    """Insert dictionary rows (ignoring existing hashes) and return every row's id by hash.
+
+    One multi-row INSERT ... RETURNING per chunk; only hashes another writer stored first need a
+    follow-up SELECT. Rows go in hash order so concurrent writers lock index entries in one order.
+    """
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table).on_conflict_do_nothing(index_elements=["hash"])
-    # Sorted inserts: concurrent writers take the unique-index locks in the same order (no deadlock).
-    conn.execute(stmt, sorted(rows, key=lambda r: r["hash"]))
+    out: dict[bytes, int] = {}
+    ordered = sorted(rows, key=lambda r: r["hash"])
+    for i in range(0, len(ordered), CHUNK):
+        part = ordered[i : i + CHUNK]
+        stmt = dialect.insert(table).values(part).on_conflict_do_nothing(index_elements=["hash"])
+        for h, row_id in conn.execute(stmt.returning(table.c.hash, table.c.id)):
+            out[bytes(h)] = int(row_id)
+    missing = [r["hash"] for r in ordered if r["hash"] not in out]
+    if missing:
+        out.update(_ids_by_hash(conn, table, missing))
+    return out
 
 
 def _ids_by_hash(conn: Connection, table, hashes: list[bytes]) -> dict[bytes, int]:  # type: ignore[no-untyped-def]
@@ -79,48 +90,40 @@ class Dictionary:
         """Stack ids for `stacks_in` (inserting new functions/stacks); returns pending cache entries."""
         pending_frames: dict[Frame, tuple[int, bytes]] = {}
         frame_ids = self.frame_ids
+        # Decoded profiles share one Frame object per location: work per object, not per frame.
+        by_obj = {id(f): f for stack in stacks_in for f in stack}
         new_frames: dict[Frame, bytes] = {}
-        by_obj: dict[int, Frame] = {}
-        for stack in stacks_in:
-            for frame in stack:
-                if id(frame) in by_obj:
-                    continue
-                by_obj[id(frame)] = frame
-                if frame not in frame_ids and frame not in new_frames:
-                    new_frames[frame] = function_hash(frame)
+        for frame in by_obj.values():
+            if frame not in frame_ids and frame not in new_frames:
+                new_frames[frame] = function_hash(frame)
         if new_frames:
-            _insert_ignore(conn, functions, [
+            got = _insert_ids(conn, functions, [
                 {"hash": h, "name": f.function, "binary": f.binary,
                  "kind": f.kind.value if isinstance(f.kind, FrameKind) else str(f.kind)}
                 for f, h in new_frames.items()
             ])
-            got = _ids_by_hash(conn, functions, list(new_frames.values()))
             for frame, h in new_frames.items():
                 pending_frames[frame] = (got[h], h)
-
-        def lookup(frame: Frame) -> tuple[int, bytes]:
-            hit = frame_ids.get(frame)
-            return hit if hit is not None else pending_frames[frame]
-
-        obj_ids = {oid: lookup(frame) for oid, frame in by_obj.items()}
-        keys: list[tuple[int, ...]] = []
+        obj_fid: dict[int, int] = {}
+        for oid, frame in by_obj.items():
+            hit = frame_ids.get(frame) or pending_frames[frame]
+            obj_fid[oid] = hit[0]
+        fid_of = obj_fid.__getitem__
+        keys = [tuple(map(fid_of, map(id, stack))) for stack in stacks_in]
         pending_stacks: dict[tuple[int, ...], int] = {}
         new_stacks: dict[tuple[int, ...], bytes] = {}
-        for stack in stacks_in:
-            entries = [obj_ids[id(f)] for f in stack]
-            key = tuple(e[0] for e in entries)
-            keys.append(key)
-            if key not in self.stack_ids and key not in new_stacks:
-                new_stacks[key] = stack_hash(e[1] for e in entries)
+        known = self.stack_ids
+        for key, stack in zip(keys, stacks_in):
+            if key not in known and key not in new_stacks:
+                new_stacks[key] = stack_hash((frame_ids.get(f) or pending_frames[f])[1] for f in stack)
         if new_stacks:
-            _insert_ignore(conn, stacks, [
+            got = _insert_ids(conn, stacks, [
                 {"hash": h, "depth": len(key), "function_ids": pack_function_ids(key)}
                 for key, h in new_stacks.items()
             ])
-            got = _ids_by_hash(conn, stacks, list(new_stacks.values()))
             for key, h in new_stacks.items():
                 pending_stacks[key] = got[h]
-        ids = [self.stack_ids.get(k) or pending_stacks[k] for k in keys]
+        ids = [known.get(k) or pending_stacks[k] for k in keys]
         return ids, pending_frames, pending_stacks
 
     def committed(self, frames: dict[Frame, tuple[int, bytes]], stacks_: dict[tuple[int, ...], int]) -> None:
