@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from profiler.model import Frame, Profile, Sample
+from profiler.model import Profile, Sample
 from profiler.types import CPU, CPU_NANOS
 from server.storage import Selection, Storage
 
@@ -33,17 +33,6 @@ def selection_profile(storage: Storage, sel: Selection, t0: int = 0, t1: int = 0
     )
 
 
-def _focused(storage: Storage, sel: Selection, prefix: Sequence[str] | None) -> list[tuple[tuple[Frame, ...], int]]:
-    pairs = storage.stacks(sel)
-    if not prefix:
-        return pairs
-    from profiler import transforms
-
-    profile = Profile(sample_types=(CPU_NANOS,), samples=[Sample(f, (v,)) for f, v in pairs])
-    focused = transforms.focus(profile, list(prefix))
-    return [(s.stack, s.values[0]) for s in focused.samples]
-
-
 def _as_dict(out: Any) -> dict[str, Any]:
     return json.loads(out) if isinstance(out, str | bytes) else dict(out)
 
@@ -56,7 +45,7 @@ def _meta(sel: Selection) -> dict[str, Any]:
 def flame_json(storage: Storage, sel: Selection, max_nodes: int, prefix: Sequence[str] | None) -> dict[str, Any]:
     from profiler import flamegraph
 
-    tree = flamegraph.trim(flamegraph.build_tree(_focused(storage, sel, prefix)), max_nodes)
+    tree = flamegraph.trim(storage.tree(sel, prefix), max_nodes)
     out = _as_dict(flamegraph.to_json(tree))
     out.update(_meta(sel))
     if prefix:
@@ -68,11 +57,8 @@ def diff_json(storage: Storage, left: Selection, right: Selection, max_nodes: in
               prefix: Sequence[str] | None, fmt: str = "diff") -> dict[str, Any]:
     from profiler import flamegraph
 
-    ltree = flamegraph.build_tree(_focused(storage, left, prefix))
-    rtree = flamegraph.build_tree(_focused(storage, right, prefix))
-    diff = flamegraph.diff_trees(ltree, rtree)
-    diff = _trim_diff(diff, max_nodes)
-    out = _as_dict(flamegraph.diff_to_json(diff))
+    diff = flamegraph.diff_trees(storage.tree(left, prefix), storage.tree(right, prefix))
+    out = _as_dict(flamegraph.diff_to_json(flamegraph.trim_diff(diff, max_nodes)))
     out.update(type=left.profile_type if fmt == "diff" else "wall", unit=left.unit or right.unit or "nanoseconds",
                format=fmt, leftPeriod=int(left.period), rightPeriod=int(right.period),
                counters={k: left.counters.get(k, 0) + right.counters.get(k, 0)
@@ -82,28 +68,11 @@ def diff_json(storage: Storage, left: Selection, right: Selection, max_nodes: in
     return out
 
 
-def _trim_diff(diff: Any, max_nodes: int) -> Any:
-    from profiler import flamegraph
-
-    trim_diff = getattr(flamegraph, "trim_diff", None)
-    if trim_diff is not None:
-        return trim_diff(diff, max_nodes)
-    try:
-        return flamegraph.trim(diff, max_nodes)
-    except (TypeError, AttributeError):
-        return diff
-
-
 def top_json(storage: Storage, sel: Selection, limit: int) -> dict[str, Any]:
     from profiler import flamegraph
 
-    tree = flamegraph.build_tree(storage.stacks(sel))
-    rows = flamegraph.top_functions(tree)[:limit]
-    functions = []
-    for row in rows:
-        get = row.get if isinstance(row, dict) else lambda k, r=row: getattr(r, k)
-        kind = get("kind")
-        functions.append({"name": get("name"), "binary": get("binary"), "kind": getattr(kind, "value", kind),
-                          "self": int(get("self")), "total": int(get("total"))})
+    rows = flamegraph.top_functions(storage.tree(sel))[:limit]
+    functions = [{"name": r.name, "binary": r.binary, "kind": getattr(r.kind, "value", r.kind),
+                  "self": int(r.self), "total": int(r.total)} for r in rows]
     total = int(sel.values[:, sel.main].sum()) if sel.values.size else 0
     return {"type": sel.profile_type, "unit": sel.unit or "nanoseconds", "total": total, "functions": functions}

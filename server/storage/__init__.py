@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from sqlalchemy import Engine, func, select
 
 from profiler.model import Frame
@@ -22,9 +24,8 @@ from server.storage.dictionary import Dictionary
 from server.storage.partitions import Partitions
 
 if TYPE_CHECKING:
-    from profiler.selector import Selector
-
     from profiler.model import Profile
+    from profiler.selector import Selector
 
 IngestRejected = _ingest.IngestRejected
 IngestResult = _ingest.IngestResult
@@ -64,6 +65,24 @@ class Storage:
         frames = self.resolve(selection.stack_ids.tolist())
         vals = selection.values[:, col].tolist() if selection.values.size else []
         return [(frames[s], v) for s, v in zip(selection.stack_ids.tolist(), vals) if s in frames]
+
+    def tree(self, selection: Selection, prefix: Sequence[str] | None = None, column: int | None = None) -> Any:
+        """The selection's flame tree (profiler.flametree), optionally only stacks under `prefix`."""
+        from profiler.flametree import build_tree_ids
+
+        col = selection.main if column is None else column
+        with db.read(self.engine) as conn:
+            frames, flat, lengths, kept = self.dictionary.flat(conn, selection.stack_ids)
+        values = selection.values[kept, col] if selection.values.size else np.zeros(0, np.int64)
+        if prefix:
+            offsets = np.cumsum(lengths) - lengths
+            ok = lengths >= len(prefix)
+            for j, name in enumerate(prefix):
+                match = np.fromiter((f.function == name for f in frames), dtype=bool, count=len(frames))
+                pos = np.where(ok, offsets + j, 0)
+                ok &= match[flat[pos]] if flat.size else ok
+            flat, lengths, values = flat[np.repeat(ok, lengths)], lengths[ok], values[ok]
+        return build_tree_ids(frames, flat, lengths, values)
 
     def timeline(self, selector: Selector, t0: int, t1: int, step: int,
                  group_by: str | None = None) -> tuple[str, str, list[dict[str, Any]]]:

@@ -13,6 +13,7 @@ import hashlib
 import struct
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -81,7 +82,7 @@ class Dictionary:
         self.frame_ids: dict[Frame, tuple[int, bytes]] = {}
         self.stack_ids: dict[tuple[int, ...], int] = {}
         self.function_rows: dict[int, Frame] = {}
-        self.stack_rows: dict[int, tuple[int, ...]] = {}
+        self.stack_rows: dict[int, bytes] = {}  # uint32 function ids, root first
 
     # -- write side ---------------------------------------------------------------------------
     def assign(
@@ -136,18 +137,21 @@ class Dictionary:
         self.stack_ids.update(stacks_)
 
     # -- read side ----------------------------------------------------------------------------
-    def resolve(self, conn: Connection, stack_ids: Iterable[int]) -> dict[int, tuple[Frame, ...]]:
-        """Frames (root first) for each stack id."""
-        wanted = [int(s) for s in stack_ids]
-        missing = [s for s in wanted if s not in self.stack_rows]
-        for i in range(0, len(missing), CHUNK):
-            part = missing[i : i + CHUNK]
+    def load(self, conn: Connection, stack_ids: Iterable[int]) -> None:
+        """Make sure the stacks and their functions are cached (one query per chunk of misses)."""
+        blobs = self.stack_rows
+        missing = [int(s) for s in stack_ids if int(s) not in blobs]
+        new_fids: set[int] = set()
+        for i in range(0, len(missing), CHUNK * 4):
+            part = missing[i : i + CHUNK * 4]
             for sid, packed in conn.execute(select(stacks.c.id, stacks.c.function_ids).where(stacks.c.id.in_(part))):
-                self.stack_rows[int(sid)] = unpack_function_ids(bytes(packed))
-        fids = {f for s in wanted for f in self.stack_rows.get(s, ())}
-        missing_f = [f for f in fids if f not in self.function_rows]
-        for i in range(0, len(missing_f), CHUNK):
-            part = missing_f[i : i + CHUNK]
+                packed = bytes(packed)
+                blob = packed[1:] if packed[0] == 4 else np.frombuffer(packed, "<i8", offset=1).astype("<u4").tobytes()
+                blobs[int(sid)] = blob
+                new_fids.update(struct.unpack(f"<{len(blob) // 4}I", blob))
+        missing_f = [f for f in new_fids if f not in self.function_rows]
+        for i in range(0, len(missing_f), CHUNK * 4):
+            part = missing_f[i : i + CHUNK * 4]
             query = select(functions.c.id, functions.c.name, functions.c.binary, functions.c.kind)
             for fid, name, binary, kind in conn.execute(query.where(functions.c.id.in_(part))):
                 try:
@@ -155,7 +159,32 @@ class Dictionary:
                 except ValueError:
                     fkind = FrameKind.UNKNOWN
                 self.function_rows[int(fid)] = Frame(name, binary, fkind)
-        if len(self.stack_rows) > _CACHE_LIMIT:
-            self.stack_rows = {s: self.stack_rows[s] for s in wanted if s in self.stack_rows}
-        rows, funcs = self.stack_rows, self.function_rows
-        return {s: tuple(funcs[f] for f in rows[s]) for s in wanted if s in rows}
+        if len(blobs) > _CACHE_LIMIT:
+            self.stack_rows = {}
+
+    def flat(self, conn: Connection, stack_ids: np.ndarray) -> tuple[list[Frame], np.ndarray, np.ndarray, np.ndarray]:
+        """(frames, flat local frame ids, lengths, kept mask) for `build_tree_ids`, vectorized."""
+        ids = stack_ids.tolist()
+        self.load(conn, ids)
+        blobs = self.stack_rows
+        kept = np.fromiter((s in blobs for s in ids), dtype=bool, count=len(ids))
+        parts = [blobs[s] for s in ids if s in blobs]
+        lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)) // 4
+        flat = np.frombuffer(b"".join(parts), dtype="<u4").astype(np.int64)
+        uniq, local = np.unique(flat, return_inverse=True)
+        funcs = self.function_rows
+        frames = [funcs.get(int(f)) or Frame(f"unknown function {int(f)}") for f in uniq]
+        return frames, local.astype(np.int64), lengths, kept
+
+    def resolve(self, conn: Connection, stack_ids: Iterable[int]) -> dict[int, tuple[Frame, ...]]:
+        """Frames (root first) for each stack id."""
+        wanted = [int(s) for s in stack_ids]
+        self.load(conn, wanted)
+        blobs, funcs = self.stack_rows, self.function_rows
+        out = {}
+        for s in wanted:
+            blob = blobs.get(s)
+            if blob is not None:
+                out[s] = tuple(funcs.get(f) or Frame(f"unknown function {f}")
+                               for f in struct.unpack(f"<{len(blob) // 4}I", blob))
+        return out
