@@ -6,7 +6,6 @@ output all come from `profiler.*`; this module only feeds them and adds the seri
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,21 +32,12 @@ def selection_profile(storage: Storage, sel: Selection, t0: int = 0, t1: int = 0
     )
 
 
-def _as_dict(out: Any) -> dict[str, Any]:
-    return json.loads(out) if isinstance(out, str | bytes) else dict(out)
-
-
-def _meta(sel: Selection) -> dict[str, Any]:
-    return {"type": sel.profile_type, "unit": sel.unit or "nanoseconds", "period": int(sel.period),
-            "counters": dict(sel.counters)}
-
-
 def flame_json(storage: Storage, sel: Selection, max_nodes: int, prefix: Sequence[str] | None) -> dict[str, Any]:
     from profiler import flamegraph
 
     tree = flamegraph.trim(storage.tree(sel, prefix), max_nodes)
-    out = _as_dict(flamegraph.to_json(tree))
-    out.update(_meta(sel))
+    out = flamegraph.to_json(tree, type_name=sel.profile_type, unit=sel.unit or "nanoseconds",
+                             period=int(sel.period), counters=sel.counters)
     if prefix:
         out["prefix"] = list(prefix)
     return out
@@ -58,11 +48,10 @@ def diff_json(storage: Storage, left: Selection, right: Selection, max_nodes: in
     from profiler import flamegraph
 
     diff = flamegraph.diff_trees(storage.tree(left, prefix), storage.tree(right, prefix))
-    out = _as_dict(flamegraph.diff_to_json(flamegraph.trim_diff(diff, max_nodes)))
-    out.update(type=left.profile_type if fmt == "diff" else "wall", unit=left.unit or right.unit or "nanoseconds",
-               format=fmt, leftPeriod=int(left.period), rightPeriod=int(right.period),
-               counters={k: left.counters.get(k, 0) + right.counters.get(k, 0)
-                         for k in set(left.counters) | set(right.counters)})
+    counters = {k: left.counters.get(k, 0) + right.counters.get(k, 0) for k in set(left.counters) | set(right.counters)}
+    out = flamegraph.diff_to_json(flamegraph.trim_diff(diff, max_nodes), type_name=left.profile_type,
+                                  unit=left.unit or right.unit or "nanoseconds", left_period=int(left.period),
+                                  right_period=int(right.period), counters=counters, format=fmt)
     if prefix:
         out["prefix"] = list(prefix)
     return out

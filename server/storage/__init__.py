@@ -42,7 +42,7 @@ class Storage:
         self.rollup_grace_s = rollup_grace_s
         self.dictionary = Dictionary()
         self.partitions = Partitions(engine)
-        self.seen_series: dict[int, int] = {}
+        self.seen_series: dict[int, tuple[int, int]] = {}  # first/last seen, as stored
         self.seen_labels: dict[tuple[str, str], int] = {}
 
     # -- write ----------------------------------------------------------------------------------

@@ -120,7 +120,8 @@ def store(storage: Storage, profile: Profile, labels: dict[str, str], key: str |
                 conn.execute(delete(rollup_buckets).where(rollup_buckets.c.step == step,
                                                           rollup_buckets.c.ts == ts - ts % step))
     storage.dictionary.committed(pending_f, pending_s)
-    storage.seen_series[sid] = max(ts, storage.seen_series.get(sid, ts))
+    first, last = storage.seen_series.get(sid, (ts, ts))
+    storage.seen_series[sid] = (min(first, ts), max(last, ts))
     if len(storage.seen_labels) > 1_000_000:
         storage.seen_labels.clear()
     for pair in fresh_labels:
@@ -131,7 +132,7 @@ def store(storage: Storage, profile: Profile, labels: dict[str, str], key: str |
 def _touch_series(storage: Storage, conn: Connection, sid: int, ptype: str, labels: dict[str, str],
                   sample_types: list[list[str]], ts: int) -> None:
     seen = storage.seen_series.get(sid)
-    if seen is not None and seen >= ts - _STALE_S:
+    if seen is not None and seen[0] <= ts and seen[1] >= ts - _STALE_S:
         return
     if not _inserted(conn, series, {
         "id": sid, "profile_type": ptype, "labels": json.dumps(labels, sort_keys=True, separators=(",", ":")),

@@ -94,14 +94,14 @@ def test_no_auth_only_on_loopback(tmp_path: Any) -> None:
         with pytest.raises(ValueError, match="refusing"):
             check_bind(bind, auth=False)
     out = subprocess.run([sys.executable, "-m", "hotpath", "server", "--no-auth", "--bind", "0.0.0.0:4999",
-                          "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
+                          "--data-dir", str(tmp_path)], check=False, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert "refusing to serve without authentication" in out.stderr
 
 
 def test_token_create_cli(migrated_url: str, app: Any) -> None:
     out = subprocess.run([sys.executable, "-m", "hotpath", "token", "create", "--db", migrated_url, "--scope", "read",
-                          "--name", "cli-test"], capture_output=True, text=True, timeout=60)
+                          "--name", "cli-test"], check=False, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     token = out.stdout.strip()
     assert token.startswith("hp_") and len(token) > 40

@@ -52,14 +52,14 @@ def test_server_refuses_behind_schema(tmp_path) -> None:  # type: ignore[no-unty
     with pytest.raises(db.SchemaBehindError, match="hotpath db upgrade"):
         create_app({"DATABASE_URL": url, "TESTING": True, "MAINTENANCE_INTERVAL_S": 0})
     out = subprocess.run([sys.executable, "-m", "hotpath", "server", "--db", url, "--bind", "127.0.0.1:0"],
-                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+                         check=False, capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert out.returncode == 2
     assert "hotpath db upgrade" in out.stderr
 
 
 def test_db_upgrade_from_any_cwd_and_auto_upgrade(tmp_path) -> None:  # type: ignore[no-untyped-def]
     url = f"sqlite:///{tmp_path / 'x' / 'h.db'}"
-    out = subprocess.run([sys.executable, "-m", "hotpath", "db", "upgrade", "--db", url], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "hotpath", "db", "upgrade", "--db", url], check=False, capture_output=True,
                          text=True, timeout=60, cwd="/")
     assert out.returncode == 0, out.stderr
     assert db.head_revision() in out.stdout
