@@ -73,6 +73,8 @@ export class FlameGraph {
     for (let j = 0; j < m.names.length; j++) {
       out[j] = frameColor(m.kinds[j] || "", m.binaries[j] || "", String(m.names[j]), this.dark);
     }
+    // The root ("total") is no binary's frame: neutral.
+    if (m.n > 0) out[m.nameIdx[0]] = this.dark ? "hsl(220,8%,40%)" : "hsl(220,10%,82%)";
     return out;
   }
 
@@ -168,7 +170,8 @@ export class FlameGraph {
       for (let k = r.levelStart[l]; k < r.levelStart[l + 1]; k++) {
         const i = r.node[k];
         const px = r.px[k];
-        const pw = Math.max(r.pw[k], 1);
+        // A 1 px gap separates frames wide enough to spare it, so neighbours stay distinguishable.
+        const pw = r.pw[k] >= 4 ? r.pw[k] - 1 : Math.max(r.pw[k], 1);
         const kind = r.kind[k];
         const isGroup = kind === RECT_GROUP || m.isOther[i] === 1;
         let alpha = 1;

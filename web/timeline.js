@@ -56,7 +56,12 @@ export class Timeline {
     canvas.addEventListener("mouseleave", end);
   }
 
-  width() { return Math.max(1, Math.floor(this.canvas.parentElement ? this.canvas.parentElement.clientWidth : 600)); }
+  width() {
+    const p = this.canvas.parentElement;
+    if (!p) return 600;
+    const cs = getComputedStyle(p);
+    return Math.max(1, Math.floor(p.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight)));
+  }
 
   /** Show a `series` response over the axis [t0, t1] (unix seconds). */
   setData(resp, t0, t1) {
