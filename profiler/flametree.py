@@ -121,12 +121,66 @@ def build_tree_ids(frames: Sequence[Frame], flat: np.ndarray, lengths: np.ndarra
     flat = remap[flat] if flat.size else flat
     nframes = len(table)
 
+    max_depth = int(lengths.max())
+    if lengths.size * max_depth <= 4 * flat.size + (1 << 20):
+        parent, frame, self_, total = _build_sorted(flat, lengths, values, max_depth)
+    else:  # very uneven lengths (one deep stack among many short ones): padding would explode
+        parent, frame, self_, total = _build_unique(flat, lengths, values, nframes, max_depth)
+    depth = _depths(parent)
+    return FlameTree(table, parent, frame, depth, total, self_, np.zeros(parent.size, dtype=np.int64))
+
+
+def _build_sorted(flat: np.ndarray, lengths: np.ndarray, values: np.ndarray, max_depth: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sort the padded stacks once (rows as big-endian bytes sort like their numbers), then each
+    level's nodes are runs of equal (parent, frame) among the stacks still active: no per-level sort."""
+    n = lengths.size
+    rows = np.zeros((n, max_depth), dtype=">u4")  # 0 pads: frame id 0 is the root, never in a stack
+    rows[np.arange(max_depth)[None, :] < lengths[:, None]] = flat  # row-major order = stack order
+    order = np.argsort(rows.view(np.dtype((np.void, 4 * max_depth))).ravel(), kind="stable")
+    cols = np.ascontiguousarray(rows[order].T).astype(np.int64)  # cols[d] = frame at depth d per stack
+    del rows
+    lengths, values = lengths[order], values[order]
+    parents, fids, totals = [np.array([-1], dtype=np.int64)], [np.array([0], dtype=np.int64)], [
+        np.array([values.sum()], dtype=np.int64)]
+    node_of = np.zeros(n, dtype=np.int64)
+    idx: np.ndarray | None = None  # None while every stack is still active (plain slices are cheaper)
+    base = 1
+    for d in range(max_depth):
+        if idx is not None or int(lengths.min()) <= d:
+            idx = np.flatnonzero(lengths > d) if idx is None else idx[lengths[idx] > d]
+            f, pn, vals = cols[d][idx], node_of[idx], values[idx]
+        else:
+            f, pn, vals = cols[d], node_of, values
+        new = np.empty(f.size, dtype=bool)
+        new[0] = True
+        np.not_equal(pn[1:], pn[:-1], out=new[1:])
+        new[1:] |= f[1:] != f[:-1]
+        starts = np.flatnonzero(new)
+        parents.append(pn[starts])
+        fids.append(f[starts])
+        totals.append(np.add.reduceat(vals, starts))
+        ids = np.cumsum(new)
+        ids += base - 1
+        if idx is None:
+            node_of = ids
+        else:
+            node_of[idx] = ids
+        base += starts.size
+    parent, frame, total = np.concatenate(parents), np.concatenate(fids), np.concatenate(totals)
+    self_ = np.zeros(parent.size, dtype=np.int64)
+    np.add.at(self_, node_of, values)  # after the loop each stack's node is its leaf
+    return parent, frame, self_, total
+
+
+def _build_unique(flat: np.ndarray, lengths: np.ndarray, values: np.ndarray, nframes: int, max_depth: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per level `np.unique` over (parent, frame) keys of the active stacks: cost follows the
+    total frame count, so one very deep stack among many short ones stays cheap."""
     raw_off = np.cumsum(lengths) - lengths
     by_len = np.argsort(-lengths, kind="stable")  # stacks active at depth d are then a prefix
     lengths, values, offsets = lengths[by_len], values[by_len], raw_off[by_len]
-    max_depth = int(lengths[0])
     counts = np.searchsorted(-lengths, -np.arange(1, max_depth + 1), side="right")  # stacks with length > d
-
     parents = [np.array([-1], dtype=np.int64)]
     fids = [np.array([0], dtype=np.int64)]
     node_of = np.zeros(values.size, dtype=np.int64)
@@ -141,27 +195,59 @@ def build_tree_ids(frames: Sequence[Frame], flat: np.ndarray, lengths: np.ndarra
         base += uniq.size
     parent = np.concatenate(parents)
     frame = np.concatenate(fids)
-    depth = np.repeat(np.arange(max_depth + 1, dtype=np.int64), [1] + [p.size for p in parents[1:]])
     self_ = np.zeros(parent.size, dtype=np.int64)
-    np.add.at(self_, node_of, values)  # after the loop each stack's node is its leaf
-    total = _totals_from_self(parent, depth, self_)
-    return FlameTree(table, parent, frame, depth, total, self_, np.zeros(parent.size, dtype=np.int64))
+    np.add.at(self_, node_of, values)
+    return parent, frame, self_, _totals_from_self(parent, _depths(parent), self_)
+
+
+def _depths(parent: np.ndarray) -> np.ndarray:
+    """Depth of each node; parents precede children, so one pass per level suffices."""
+    depth = np.zeros(parent.size, dtype=np.int64)
+    lo = 0
+    hi = 1
+    while hi < parent.size:
+        # nodes whose parent lies in [lo, hi) are the next level; they are contiguous after hi
+        nxt = hi + int(np.searchsorted(parent[hi:], hi, side="left"))
+        if nxt == hi:
+            raise ValueError("malformed tree: parents must precede children level by level")
+        depth[hi:nxt] = depth[lo] + 1
+        lo, hi = hi, nxt
+    return depth
 
 
 def _totals_from_self(parent: np.ndarray, depth: np.ndarray, self_: np.ndarray) -> np.ndarray:
     """Sum selves up the tree one level at a time, deepest first (exact int64, no recursion)."""
-    total = self_.astype(np.int64, copy=True)
-    for lo, hi in reversed(level_ranges(depth)[1:]):
-        np.add.at(total, parent[lo:hi], total[lo:hi])
-    return total
+    return _sum_up(parent, depth, self_.astype(np.int64, copy=True))
 
 
 def subtree_sizes(parent: np.ndarray, depth: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
     """Per node, the (weighted) count of nodes in its subtree; "other" nodes weigh what they hide."""
     size = np.ones(parent.size, dtype=np.int64) if weight is None else weight.astype(np.int64, copy=True)
+    return _sum_up(parent, depth, size)
+
+
+def _sum_up(parent: np.ndarray, depth: np.ndarray, acc: np.ndarray) -> np.ndarray:
+    """Add every node's value into its parent, deepest level first (in place, exact int64).
+
+    Within a level parents are non-decreasing, so each parent's children form one run: reduceat.
+    """
     for lo, hi in reversed(level_ranges(depth)[1:]):
-        np.add.at(size, parent[lo:hi], size[lo:hi])
-    return size
+        par = parent[lo:hi]
+        starts = np.flatnonzero(np.concatenate(([True], par[1:] != par[:-1])))
+        acc[par[starts]] += np.add.reduceat(acc[lo:hi], starts)
+    return acc
+
+
+def _top_order(rank: np.ndarray, depth: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the `count` best nodes: larger rank first, then shallower, then lower index
+    (a parent never ranks after its child, so every prefix of this order is a connected tree)."""
+    if rank.size > count:
+        thr = np.partition(rank, rank.size - count)[rank.size - count]
+        cand = np.flatnonzero(rank >= thr)
+    else:
+        cand = np.arange(rank.size)
+    order = cand[np.lexsort((cand, depth[cand], -rank[cand]))]
+    return order[:count]
 
 
 def trim_arrays(parent: np.ndarray, frame: np.ndarray, depth: np.ndarray, hidden: np.ndarray,
@@ -175,18 +261,26 @@ def trim_arrays(parent: np.ndarray, frame: np.ndarray, depth: np.ndarray, hidden
         raise ValueError("max_nodes must be at least 2 (the root and one other node)")
     if n <= max_nodes:
         return parent, frame, depth, hidden, pairs
-    # Rank: larger total first, then shallower, then index (parents precede children).
-    order = np.lexsort((np.arange(n), depth, -rank))
+    order = _top_order(rank, depth, max_nodes)  # best max_nodes nodes, best first
+    pos = np.full(n, max_nodes, dtype=np.int64)  # rank position; max_nodes = "not in the top"
+    pos[order] = np.arange(order.size)
+    # Parent p gets an "other" child when keeping the first k nodes iff pos[p] < k <= max child pos.
+    in_top_child = pos[np.maximum(parent, 0)] < max_nodes
+    in_top_child[0] = False
+    ch = np.flatnonzero(in_top_child)
+    maxc = np.full(order.size, -1, dtype=np.int64)
+    np.maximum.at(maxc, pos[parent[ch]], pos[ch])
+    sweep = np.zeros(max_nodes + 2, dtype=np.int64)
+    has = maxc >= 0
+    np.add.at(sweep, np.arange(order.size)[has] + 1, 1)
+    np.add.at(sweep, np.minimum(maxc[has], max_nodes) + 1, -1)
+    n_other = np.cumsum(sweep)[: max_nodes + 1]  # n_other[k] for k = 0..max_nodes
+    fits = np.flatnonzero(np.arange(max_nodes + 1) + n_other <= max_nodes)
+    k = int(fits[fits >= 1].max())  # k = 1 (root + one other) always fits when max_nodes >= 2
+    kept = pos < k
+    dropped_child = np.zeros(n, dtype=bool)
+    dropped_child[ch] = ~kept[ch] & kept[parent[ch]]
     size = subtree_sizes(parent, depth, np.where(frame == OTHER, hidden, 1))
-    k = max_nodes
-    while True:
-        kept = np.zeros(n, dtype=bool)
-        kept[order[:k]] = True
-        dropped_child = (~kept) & np.concatenate(([False], kept[parent[1:]]))
-        n_other = np.unique(parent[dropped_child]).size
-        if k + n_other <= max_nodes or k <= 1:
-            break
-        k = min(k - 1, max_nodes - n_other)
     dc = np.flatnonzero(dropped_child)
     op, inv = np.unique(parent[dc], return_inverse=True)  # parents that get an "other" child
     kidx = np.flatnonzero(kept)
