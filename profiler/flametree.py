@@ -122,6 +122,10 @@ def build_tree_ids(frames: Sequence[Frame], flat: np.ndarray, lengths: np.ndarra
     nframes = len(table)
 
     max_depth = int(lengths.max())
+    if max_depth == 0:  # only empty stacks: all value is the root's own
+        t = empty_tree()
+        t.total[0] = t.self_[0] = int(values.sum())
+        return t
     if lengths.size * max_depth <= 4 * flat.size + (1 << 20):
         parent, frame, self_, total = _build_sorted(flat, lengths, values, max_depth)
     else:  # very uneven lengths (one deep stack among many short ones): padding would explode

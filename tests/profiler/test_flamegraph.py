@@ -1,0 +1,166 @@
+"""Flame-graph trees: hand-computed ground truth, trim invariants, diff, wire format, deep stacks."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from profiler.flamegraph import (
+    OTHER, build_tree, diff_to_json, diff_trees, from_json, other_prefix, to_json, top_functions,
+    tree_from_profile, trim, trim_diff,
+)
+from profiler.model import Frame, Sample
+from profiler.types import new_cpu_profile
+
+A, B, C = Frame("a", "/bin/x"), Frame("b", "/bin/x"), Frame("c", "/lib/y")
+STACKS = [((A, B), 3), ((A, C), 2), ((A,), 1), ((B,), 4), ((C, C), 0)]
+
+
+def by_path(tree) -> dict[tuple[str, ...], tuple[int, int]]:
+    out = {}
+    for i in range(len(tree)):
+        out[tuple(f.function for f in tree.path(i))] = (int(tree.total[i]), int(tree.self_[i]))
+    return out
+
+
+def check_shape(tree) -> None:
+    """Layout invariants: levels contiguous, parents one level up, parents non-decreasing."""
+    assert tree.parent[0] == -1 and tree.depth[0] == 0
+    p = tree.parent[1:]
+    assert (tree.depth[1:] == tree.depth[p] + 1).all()
+    assert (np.diff(tree.depth) >= 0).all() and (np.diff(p) >= 0).all()
+
+
+def test_ground_truth_tree() -> None:
+    tree = build_tree(STACKS)
+    check_shape(tree)
+    assert by_path(tree) == {(): (10, 0), ("a",): (6, 1), ("a", "b"): (3, 3), ("a", "c"): (2, 2), ("b",): (4, 4)}
+
+
+def test_tree_from_profile_picks_value_index() -> None:
+    prof = new_cpu_profile(100)
+    prof.samples = [Sample((A, B), (1, 10)), Sample((A,), (2, 20))]
+    assert by_path(tree_from_profile(prof, 1))[("a",)] == (30, 20)
+    assert by_path(tree_from_profile(prof, 0))[("a", "b")] == (1, 1)
+
+
+def test_empty_inputs_everywhere() -> None:
+    tree = build_tree([])
+    assert len(tree) == 1 and tree.root_total == 0
+    assert len(trim(tree, 10)) == 1
+    assert top_functions(tree) == []
+    doc = to_json(tree)
+    assert doc["numTicks"] == 0 and doc["levels"] == [[0, 0, 0, 0]]
+    d = diff_trees(tree, tree)
+    assert len(d) == 1 and diff_to_json(d)["leftTicks"] == 0
+
+
+def test_trim_invariants_and_other_nodes() -> None:
+    stacks = [((A, Frame(f"f{i}"), Frame(f"g{i}")), i + 1) for i in range(50)] + [((B,), 7)]
+    tree = build_tree(stacks)
+    small = trim(tree, 12)
+    check_shape(small)
+    assert len(small) <= 12 and small.root_total == tree.root_total
+    others = np.flatnonzero(small.frame == OTHER)
+    assert others.size >= 1
+    # every parent's total = self + children's totals, so "other" nodes account exactly for what they hide
+    for i in range(len(small)):
+        kids = np.flatnonzero(small.parent == i)
+        assert small.total[i] == small.self_[i] + small.total[kids].sum()
+    hidden_nodes = int(small.hidden[others].sum())
+    assert hidden_nodes + len(small) - others.size == len(tree)
+    o = int(others[0])
+    assert other_prefix(small, o) == [f.function for f in small.path(int(small.parent[o]))]
+
+
+def test_diff_correctness() -> None:
+    left = build_tree(STACKS)
+    right = build_tree([((A, B), 1), ((C,), 5)])
+    d = diff_trees(left, right)
+    got = {tuple(f.function for f in _path(d, i)): (int(d.left_total[i]), int(d.right_total[i]), int(d.left_self[i]),
+                                                     int(d.right_self[i])) for i in range(len(d))}
+    assert got == {(): (10, 6, 0, 0), ("a",): (6, 1, 1, 0), ("a", "b"): (3, 1, 3, 1), ("a", "c"): (2, 0, 2, 0),
+                   ("b",): (4, 0, 4, 0), ("c",): (0, 5, 0, 5)}
+    doc = diff_to_json(d, format="wall")
+    assert doc["format"] == "wall" and doc["leftTicks"] == 10 and doc["rightTicks"] == 6
+    assert all(len(level) % 8 == 0 for level in doc["levels"])
+    t = trim_diff(d, 4)
+    assert len(t) <= 4 and int(t.left_total[0]) == 10 and int(t.right_total[0]) == 6
+
+
+def _path(tree, i: int) -> list[Frame]:
+    out = []
+    while i > 0:
+        out.append(tree.frames[int(tree.frame[i])])
+        i = int(tree.parent[i])
+    return out[::-1]
+
+
+def test_top_functions_no_double_counting_recursion() -> None:
+    tree = build_tree([((A, B, A, B), 3), ((A,), 1), ((C, A), 2)])
+    rows = {r.name: (r.self, r.total) for r in top_functions(tree)}
+    assert rows == {"a": (1 + 2, 6), "b": (3, 3), "c": (0, 2)}
+
+
+def assert_same(t1, t2) -> None:
+    assert len(t1) == len(t2)
+    for name in ("parent", "depth", "total", "self_", "hidden"):
+        assert (getattr(t1, name) == getattr(t2, name)).all(), name
+    f1 = [t1.frames[f] if f != OTHER else None for f in t1.frame]
+    f2 = [t2.frames[f] if f != OTHER else None for f in t2.frame]
+    assert f1[1:] == f2[1:]
+
+
+def test_json_round_trip_and_delta_encoding() -> None:
+    tree = build_tree(STACKS)
+    doc = to_json(tree, type_name="cpu", unit="nanoseconds", period=10, counters={"missed_stacks": 3})
+    assert doc["levels"][1] == [0, 6, 1, 1, 0, 4, 4, 2]  # a at x=0, b at x=6 -> delta 0
+    assert doc["counters"] == {"missed_stacks": 3} and doc["numTicks"] == 10 and doc["maxSelf"] == 4
+    assert_same(from_json(doc), tree)
+    small = trim(tree, 3)
+    sdoc = to_json(small)
+    assert sdoc["others"] and sdoc["kinds"][sdoc["levels"][1][3]] == "other"
+    assert_same(from_json(sdoc), small)
+
+
+def test_ten_thousand_deep_stack() -> None:
+    deep = tuple(Frame(f"f{i % 7}_{i}") for i in range(10_000))
+    tree = build_tree([(deep, 5), (deep[:5000], 2), ((A,), 1)])
+    assert len(tree) == 10_002 and tree.root_total == 8
+    small = trim(tree, 100)
+    assert len(small) <= 100 and small.root_total == 8
+    doc = to_json(small)
+    assert_same(from_json(doc), small)
+    assert_same(from_json(to_json(tree)), tree)
+    d = diff_trees(tree, small)
+    assert int(d.left_total[0]) == 8 and int(d.right_total[0]) == 8
+    diff_to_json(trim_diff(d, 50))
+    assert top_functions(tree)[0].self == 5
+
+
+frames = st.sampled_from([Frame(n) for n in "abcdefg"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.lists(frames, max_size=8).map(tuple), st.integers(0, 50)), max_size=30),
+       st.integers(2, 20))
+def test_trim_conserves_sums(stacks, max_nodes: int) -> None:
+    tree = build_tree(stacks)
+    assert tree.root_total == sum(v for _, v in stacks)
+    small = trim(tree, max_nodes)
+    check_shape(small)
+    assert len(small) <= max_nodes and small.root_total == tree.root_total
+    assert int(small.self_.sum()) == tree.root_total
+    assert int(small.hidden.sum()) + len(small) - int((small.frame == OTHER).sum()) == len(tree)
+    assert_same(from_json(to_json(small)), small)
+
+
+def test_uneven_lengths_take_the_unpadded_path_and_agree() -> None:
+    deep = tuple(Frame(f"d{i}") for i in range(10_000))
+    short = [((A, Frame(f"s{i}")), 1) for i in range(300)]
+    tree = build_tree([(deep, 2)] + short)  # 301 x 10,000 padded would be too big: per-level unique path
+    check_shape(tree)
+    assert tree.root_total == 302 and len(tree) == 1 + 10_000 + 1 + 300
+    assert by_path(build_tree(short)) == {k: v for k, v in by_path(tree).items() if k[:1] != ("d0",) and k}\
+        | {(): (300, 0)}
