@@ -17,8 +17,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from profiler.flamegraph import build_tree, build_tree_ids, to_json, trim  # noqa: E402
-from profiler.model import Frame, FrameKind  # noqa: E402
+from profiler.flamegraph import build_tree, build_tree_ids, to_json, trim
+from profiler.model import Frame, FrameKind
 
 
 def make_stacks(n: int, depth: int, seed: int = 7) -> tuple[list[Frame], np.ndarray, np.ndarray, np.ndarray]:
