@@ -77,6 +77,7 @@ def _frame_sort_key(frame: Frame) -> tuple[str, str, str]:
 def build_tree(stacks: Iterable[tuple[Sequence[Frame], int]]) -> FlameTree:
     """Merge (root-first stack, value) pairs into a tree; negative values raise ValueError."""
     table: dict[Frame, int] = {}
+    by_obj: dict[int, tuple[int, Frame]] = {}
     frames: list[Frame] = []
     flat: list[int] = []
     lengths: list[int] = []
@@ -88,10 +89,17 @@ def build_tree(stacks: Iterable[tuple[Sequence[Frame], int]]) -> FlameTree:
         if v == 0:
             continue  # contributes nothing to any total; keeping it would make zero-width nodes
         for f in stack:
-            fid = table.get(f)
-            if fid is None:
-                fid = table[f] = len(frames)
-                frames.append(f)
+            # Frame's hash goes through FrameKind (a Python-level Enum hash): look the same object
+            # up by identity first. Holding `f` in the value keeps its id from being reused.
+            hit = by_obj.get(id(f))
+            if hit is None:
+                fid = table.get(f)
+                if fid is None:
+                    fid = table[f] = len(frames)
+                    frames.append(f)
+                by_obj[id(f)] = (fid, f)
+            else:
+                fid = hit[0]
             flat.append(fid)
         lengths.append(len(stack))
         values.append(v)
