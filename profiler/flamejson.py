@@ -33,10 +33,15 @@ def _x_positions(parent: np.ndarray, depth: np.ndarray, total: np.ndarray) -> np
 def _tables(frames: list[Frame], frame: np.ndarray, hidden: np.ndarray
             ) -> tuple[list[str], list[str], list[str], np.ndarray]:
     """Names/binaries/kinds tables and each node's index into them ("other" names appended)."""
-    names = ["total"] + [f.function for f in frames[1:]]
-    binaries = [""] + [f.binary for f in frames[1:]]
-    kinds = [""] + [f.kind.value if isinstance(f.kind, FrameKind) else str(f.kind) for f in frames[1:]]
-    idx = frame.copy()
+    # Only frames some node uses: a trimmed tree must not ship the whole frame table.
+    used = np.unique(frame[frame > 0])
+    remap = np.zeros(len(frames), dtype=np.int64)
+    remap[used] = np.arange(1, used.size + 1)
+    table = [frames[int(i)] for i in used]
+    names = ["total"] + [f.function for f in table]
+    binaries = [""] + [f.binary for f in table]
+    kinds = [""] + [f.kind.value if isinstance(f.kind, FrameKind) else str(f.kind) for f in table]
+    idx = np.where(frame >= 0, remap[np.maximum(frame, 0)], OTHER)
     others = np.flatnonzero(frame == OTHER)
     seen: dict[int, int] = {}
     for i in others.tolist():
