@@ -19,7 +19,7 @@ def test_parse_tolerates_crlf_spaces_comments_and_counts_bad_lines() -> None:
     assert res.profile.counters["folded_bad_lines"] == 2
     totals = {tuple(f.function for f in s.stack): s.values[0] for s in res.profile.samples}
     assert totals == {("main", "work"): 7, ("main", "sys_read"): 2}
-    kernel = [s for s in res.profile.samples if s.stack[-1].function == "sys_read"][0]
+    kernel = next(s for s in res.profile.samples if s.stack[-1].function == "sys_read")
     assert kernel.stack[-1].kind is FrameKind.KERNEL and kernel.stack[0].kind is FrameKind.UNKNOWN
 
 
