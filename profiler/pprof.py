@@ -186,6 +186,8 @@ def _convert(msg: Any) -> Profile:
             frames.append(frame)
         locations[loc.id] = tuple(frames)
 
+    single = {lid: fr[0] for lid, fr in locations.items() if len(fr) == 1}
+    all_single = len(single) == len(locations)
     nvalues = len(sample_types)
     samples: list[Sample] = []
     label_cache: dict[tuple, tuple[tuple[str, str], ...]] = {}
@@ -193,12 +195,19 @@ def _convert(msg: Any) -> Profile:
         values = tuple(smp.value)
         if len(values) != nvalues:
             raise PprofError(f"sample {i} has {len(values)} values but the profile has {nvalues} sample types")
-        stack: list[Frame] = []
-        for lid in reversed(smp.location_id):
-            frames = locations.get(lid)
-            if frames is None:
-                raise PprofError(f"sample {i} references unknown location id {lid}")
-            stack.extend(frames)
+        ids = list(smp.location_id)
+        ids.reverse()
+        try:  # fast path at C speed when every location is one frame (no inlining)
+            stack = list(map(single.__getitem__, ids)) if all_single else None
+        except KeyError:
+            stack = None
+        if stack is None:
+            stack = []
+            for lid in ids:
+                frames = locations.get(lid)
+                if frames is None:
+                    raise PprofError(f"sample {i} references unknown location id {lid}")
+                stack.extend(frames)
         labels: tuple[tuple[str, str], ...] = ()
         if smp.label:
             raw = tuple((lb.key, lb.str, lb.num, lb.num_unit) for lb in smp.label)

@@ -64,6 +64,11 @@ def merge(profiles: Iterable[Profile]) -> Profile:
     else:
         out.duration_nanos = max(p.duration_nanos for p in items)
     acc: dict[tuple, list[int]] = {}
+    # Hashing a tuple of dataclass Frames costs a Python call per frame; map each Frame object
+    # (by id, cheap int hash) to a canonical index once and key on the index tuple instead.
+    canon: dict[Any, int] = {}
+    by_id: dict[int, int] = {}
+    stacks: dict[tuple, tuple] = {}
     n = len(first.sample_types)
     for p in items:
         factor = p.period / common if common and p.period and p.period != common else None
@@ -78,14 +83,22 @@ def merge(profiles: Iterable[Profile]) -> Profile:
                 values = list(values)
                 for i in scaled_idx:
                     values[i] = round(values[i] * factor)
-            key = (smp.stack, smp.labels)
+            try:
+                ids = tuple(map(by_id.__getitem__, map(id, smp.stack)))
+            except KeyError:
+                for fr in smp.stack:
+                    if id(fr) not in by_id:
+                        by_id[id(fr)] = canon.setdefault(fr, len(canon))
+                ids = tuple(map(by_id.__getitem__, map(id, smp.stack)))
+            stacks.setdefault(ids, smp.stack)
+            key = (ids, smp.labels)
             cur = acc.get(key)
             if cur is None:
                 acc[key] = list(values)
             else:
                 for i in range(n):
                     cur[i] += values[i]
-    out.samples = [Sample(stack, tuple(vals), labels) for (stack, labels), vals in acc.items()]
+    out.samples = [Sample(stacks[ids], tuple(vals), labels) for (ids, labels), vals in acc.items()]
     return out
 
 
