@@ -44,7 +44,7 @@ def test_table_sorts_and_highlights_frames(ui):
     assert page.locator("#top-table tr.selected td.fn").inner_text() == "hash"
     x, y = frame_point(ui, "hash")
     # The highlight is a dark outline around the frame: its top-left inner corner is near black.
-    r, g, b, _ = pixel(ui, x - 0, y - 7)
+    r, g, b, _ = pixel(ui, x, y - 8)
     assert r + g + b < 200, (r, g, b)
     ui.shot("table")
 
@@ -119,7 +119,8 @@ def test_downloads_pprof_folded_png(ui, go_bin, tmp_path):
         page.locator("#dl-folded").click()
     folded = tmp_path / "f.txt"
     dl.value.save_as(folded)
-    assert "main;work;compute;leaf 400" in folded.read_text()
+    period = ui.js("() => window.hotpath.model.period")
+    assert f"main;work;compute;leaf {400 * period}" in folded.read_text()
     with page.expect_download() as dl:
         page.locator("#dl-png").click()
     png = tmp_path / "g.png"
