@@ -64,22 +64,7 @@ class Fleet:
             funcs = [Frame(f"{svc}::mod{j % 40}::fn_{j}", binary if j % 5 else "/usr/lib/libc.so.6",
                            FrameKind.NATIVE) for j in range(cfg.functions_per_service)]
             roots = [Frame("_start", binary, FrameKind.NATIVE), Frame("main", binary, FrameKind.NATIVE)]
-            paths = [tuple(funcs[k] for k in rng.integers(0, len(funcs), rng.integers(4, 20)))
-                     for _ in range(60)]
-            stacks: list[tuple[Frame, ...]] = []
-            seen: set[tuple[Frame, ...]] = set()
-            while len(stacks) < cfg.stacks_per_service:
-                depth = int(min(cfg.max_depth, max(cfg.min_depth, rng.gamma(3.0, 10.0))))
-                stack = list(roots) + list(paths[int(rng.integers(0, len(paths)))])
-                while len(stack) < depth:
-                    stack.append(funcs[int(rng.integers(0, len(funcs)))])
-                if rng.random() < 0.25:
-                    k = int(rng.integers(1, 5))
-                    stack += kernel[:k]
-                st = tuple(stack[: max(depth, len(roots) + 1)])
-                if st not in seen:
-                    seen.add(st)
-                    stacks.append(st)
+            stacks = self._call_tree_stacks(rng, roots, funcs, kernel)
             self.universe.append(stacks)
         ranks = np.arange(1, cfg.stacks_per_service + 1, dtype=np.float64)
         weights = ranks ** -cfg.zipf_s
@@ -87,6 +72,42 @@ class Fleet:
         self.host_names = [f"host-{h:04d}" for h in range(cfg.hosts)]
         self.pids = [[10_000 + h * 100 + k for k in range(cfg.processes_per_host)] for h in range(cfg.hosts)]
         self.next_pid = 10_000_000
+
+    def _call_tree_stacks(self, rng: np.random.Generator, roots: list[Frame], funcs: list[Frame],
+                          kernel: list[Frame]) -> list[tuple[Frame, ...]]:
+        """Distinct stacks as root paths to nodes of one random call tree per service.
+
+        Real programs share long prefixes (main -> server loop -> handler ...) and differ near the
+        leaves: the tree grows mostly by extending the newest chain (depth) and sometimes by
+        branching off any node, so a merged flame graph has about two nodes per distinct stack.
+        """
+        cfg = self.cfg
+        n_nodes = cfg.stacks_per_service * 2
+        parent = [-1]
+        depth = [len(roots)]
+        frame: list[Frame | None] = [None]
+        while len(parent) < n_nodes:
+            last = len(parent) - 1
+            p = last if rng.random() < 0.8 else int(rng.integers(0, len(parent)))
+            while depth[p] >= cfg.max_depth:
+                p = int(rng.integers(0, len(parent)))
+            parent.append(p)
+            depth.append(depth[p] + 1)
+            frame.append(funcs[int(rng.integers(0, len(funcs)))])
+        candidates = [i for i in range(1, n_nodes) if depth[i] >= cfg.min_depth] or list(range(1, n_nodes))
+        picks = rng.choice(len(candidates), size=min(cfg.stacks_per_service, len(candidates)), replace=False)
+        stacks: list[tuple[Frame, ...]] = []
+        for k in picks:
+            node, path = candidates[int(k)], []
+            while node > 0:
+                path.append(frame[node])
+                node = parent[node]
+            path.reverse()
+            stack = tuple(roots) + tuple(path)  # type: ignore[arg-type]
+            if rng.random() < 0.25:
+                stack += tuple(kernel[: int(rng.integers(1, 5))])
+            stacks.append(stack)
+        return stacks
 
     def service_of(self, host: int) -> int:
         return host % self.cfg.services

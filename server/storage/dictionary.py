@@ -75,6 +75,21 @@ def _ids_by_hash(conn: Connection, table, hashes: list[bytes]) -> dict[bytes, in
     return out
 
 
+def dense_unique(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`np.unique(ids, return_inverse=True)` in O(n) for small non-negative ids (no sort)."""
+    if ids.size == 0:
+        return ids, ids
+    top = int(ids.max())
+    if top > 8 * ids.size + 1_000_000:
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        return uniq, inverse.astype(np.int64)
+    present = np.zeros(top + 1, dtype=bool)
+    present[ids] = True
+    uniq = np.flatnonzero(present)
+    rank = np.cumsum(present) - 1
+    return uniq, rank[ids]
+
+
 class Dictionary:
     """Per-process caches over the `functions` and `stacks` tables (shared by all requests)."""
 
@@ -171,7 +186,7 @@ class Dictionary:
         parts = [blobs[s] for s in ids if s in blobs]
         lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)) // 4
         flat = np.frombuffer(b"".join(parts), dtype="<u4").astype(np.int64)
-        uniq, local = np.unique(flat, return_inverse=True)
+        uniq, local = dense_unique(flat)
         funcs = self.function_rows
         frames = [funcs.get(int(f)) or Frame(f"unknown function {int(f)}") for f in uniq]
         return frames, local.astype(np.int64), lengths, kept

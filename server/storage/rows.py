@@ -103,7 +103,9 @@ def sum_by_id(stack_ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np
     """
     if stack_ids.size == 0:
         return stack_ids, values
-    uniq, inverse = np.unique(stack_ids, return_inverse=True)
+    from server.storage.dictionary import dense_unique
+
+    uniq, inverse = dense_unique(stack_ids)
     out = np.zeros((uniq.size, values.shape[1]), dtype=np.int64)
     for j in range(values.shape[1]):
         col = values[:, j]
