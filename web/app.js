@@ -194,7 +194,8 @@ function markedNames(name) {
 }
 
 function renderTableView() {
-  if (!rows) rows = topFunctions(model);
+  // Server "other" boxes are not functions: the quality strip accounts for them instead.
+  if (!rows) rows = topFunctions(model).filter((r) => r.kind !== "other");
   const sorted = sortRows(rows, state.sort, Number(state.dir));
   V.renderTable($("top-table").querySelector("tbody"), sorted, {
     unit: model.unit, total: model.numTicks, selected: selectedRow,
@@ -392,6 +393,20 @@ window.hotpath = {
   get model() { return model; },
   graph,
   sandwich: { callers: swCallers, callees: swCallees },
+  /** Center of the widest hatched box (client group or server "other") and its parent's path. */
+  widestGroup() {
+    const g = graph;
+    const m = g.m;
+    let best = -1;
+    for (let k = 0; k < g.r.count; k++) {
+      const i = g.r.node[k];
+      if ((g.r.kind[k] === 1 || m.isOther[i]) && (best < 0 || g.r.pw[k] > g.r.pw[best])) best = k;
+    }
+    if (best < 0) return null;
+    const i = g.r.node[best];
+    const y = g.yOfLevel(m.level[i]) - g.scroll.scrollTop + 9;
+    return { x: g.r.px[best] + Math.max(g.r.pw[best], 1) / 2, y, path: pathOf(m, m.parent[i]), width: g.r.pw[best] };
+  },
   frameCenter(name, which = graph) {
     const m = which.m;
     if (!m) return null;

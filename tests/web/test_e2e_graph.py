@@ -170,3 +170,49 @@ def test_empty_and_error_states(ui):
     page.route("**/api/v1/flamegraph*", lambda route: route.abort())
     page.goto(f"{ui.server.url}/ui/{q(query=KNOWN_Q)}")
     page.wait_for_function("() => document.getElementById('status').textContent.includes('unreachable')")
+
+
+def test_grouped_frames_drill_in_by_prefix(ui):
+    page = ui.open()
+    before = ui.js("() => window.hotpath.model.n")
+    group = ui.js("() => window.hotpath.widestGroup()")
+    assert group is not None, "the fleet graph has frames grouped into hatched boxes"
+    box = page.locator("#graph canvas").bounding_box()
+    page.mouse.move(box["x"] + group["x"], box["y"] + group["y"])
+    tip = page.locator("#tooltip").inner_text()
+    assert "click to drill in" in tip
+    with page.expect_response(lambda r: "/api/v1/flamegraph" in r.url and "prefix=" in r.url) as resp:
+        page.mouse.click(box["x"] + group["x"], box["y"] + group["y"])
+    assert resp.value.ok
+    ui.wait_idle()
+    page.wait_for_function("() => window.hotpath.state.prefix.length > 0")
+    assert url_state(page.url)["prefix"] == group["path"]
+    assert "drilled into" in page.locator("#breadcrumb").inner_text()
+    # The focused graph is zoomed on the prefix and shows frames the full graph had to group.
+    zoom_path = ui.js("""() => { const m = window.hotpath.model; const out = [];
+        for (let i = window.hotpath.graph.zoom; i > 0; i = m.parent[i]) out.push(m.names[m.nameIdx[i]]);
+        return out.reverse(); }""")
+    assert zoom_path == group["path"]
+    assert ui.js("() => window.hotpath.model.n") > 1 and before > 1
+    page.locator("#breadcrumb button.prefix").click()
+    page.wait_for_function("() => window.hotpath.state.prefix.length === 0")
+
+
+def test_selector_autocomplete_and_presets(ui):
+    page = ui.open()
+    page.locator("#query").click()
+    page.locator("#query").type("{serv")
+    page.wait_for_function("() => [...document.querySelectorAll('#query-suggest option')]"
+                           ".some(o => o.value === '{service=\"')")
+    page.locator("#query").fill("")
+    page.locator("#query").type('{service="kn')
+    page.wait_for_function("() => [...document.querySelectorAll('#query-suggest option')]"
+                           ".some(o => o.value === '{service=\"known\"}')")
+    page.locator("#query").fill('{service="known"}')
+    page.locator("#query").press("Enter")
+    page.wait_for_function("() => window.hotpath.state.query === '{service=\"known\"}'")
+    ui.wait_idle()
+    assert ui.js("() => window.hotpath.model.numTicks") == 1000 * ui.js("() => window.hotpath.model.period")
+    page.locator("#preset").select_option("now-6h")
+    page.wait_for_function("() => window.hotpath.state.from === 'now-6h'")
+    assert url_state(page.url)["from"] == "now-6h"
