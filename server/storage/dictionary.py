@@ -55,11 +55,11 @@ def _insert_ids(conn: Connection, table, rows: list[dict]) -> dict[bytes, int]: 
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     out: dict[bytes, int] = {}
     ordered = sorted(rows, key=lambda r: r["hash"])
-    for i in range(0, len(ordered), CHUNK):
-        part = ordered[i : i + CHUNK]
-        stmt = dialect.insert(table).values(part).on_conflict_do_nothing(index_elements=["hash"])
-        for h, row_id in conn.execute(stmt.returning(table.c.hash, table.c.id)):
-            out[bytes(h)] = int(row_id)
+    # A cached statement executed with many parameter sets: SQLAlchemy batches it into multi-row
+    # INSERT ... RETURNING ("insertmanyvalues") without recompiling per call.
+    stmt = dialect.insert(table).on_conflict_do_nothing(index_elements=["hash"]).returning(table.c.hash, table.c.id)
+    for h, row_id in conn.execute(stmt, ordered):
+        out[bytes(h)] = int(row_id)
     missing = [r["hash"] for r in ordered if r["hash"] not in out]
     if missing:
         out.update(_ids_by_hash(conn, table, missing))
