@@ -1,0 +1,164 @@
+/* Hotpath's BPF side: on-CPU samples (perf cpu-clock) and off-CPU blocked time (sched_switch).
+ *
+ * Counts are aggregated in the kernel by (process, thread, comm, cgroup, stacks) so only unique
+ * stacks cross to user space. Two counts buffers per type: user space flips control[BUFFER] and
+ * drains the inactive one, so no increment lands between reading and clearing a map. Two stack
+ * maps selected by the parity of control[STACKGEN]: user space recycles a stack map only after
+ * flipping away from it, so stack ids referenced by pending off-CPU spans stay valid.
+ *
+ * Options (cflags): -DFILTER_PIDS (only tgids in pid_filter), -DINCLUDE_IDLE, -DOFFCPU,
+ * -DMIN_BLOCK_NS=<ns>, map sizes as in hotpath.h.
+ */
+#include <uapi/linux/ptrace.h>
+#include <uapi/linux/bpf_perf_event.h>
+#include "hotpath.h"
+
+BPF_ARRAY(control, u64, 2);
+BPF_PERCPU_ARRAY(stats, u64, HP_STAT_SLOTS);
+BPF_HASH(pid_filter, u32, u8, HP_FILTER_ENTRIES);
+
+BPF_STACK_TRACE(stacks0, HP_STACK_ENTRIES);
+BPF_STACK_TRACE(stacks1, HP_STACK_ENTRIES);
+
+BPF_HASH(cpu_counts0, struct hp_key, u64, HP_COUNTS_ENTRIES);
+BPF_HASH(cpu_counts1, struct hp_key, u64, HP_COUNTS_ENTRIES);
+
+static __always_inline void hp_stat(int slot)
+{
+    int idx = slot;
+    u64 *v = stats.lookup(&idx);
+    if (v)
+        (*v)++;
+}
+
+static __always_inline u64 hp_control(int slot)
+{
+    int idx = slot;
+    u64 *v = control.lookup(&idx);
+    return v ? *v : 0;
+}
+
+static __always_inline int hp_wanted(u32 tgid)
+{
+#ifdef FILTER_PIDS
+    return pid_filter.lookup(&tgid) != NULL;
+#else
+    return 1;
+#endif
+}
+
+static __always_inline void hp_add(struct hp_key *key, u64 value, u64 buffer, int offcpu);
+
+int on_cpu_sample(struct bpf_perf_event_data *ctx)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    u32 tid = (u32)id;
+    hp_stat(HP_STAT_SAMPLES);
+    if (tid == 0) {
+        hp_stat(HP_STAT_IDLE);
+#ifndef INCLUDE_IDLE
+        return 0;
+#endif
+    }
+    if (!hp_wanted(tgid))
+        return 0;
+
+    struct hp_key key = {};
+    key.tgid = tgid;
+    key.tid = tid;
+    key.cgroup_id = bpf_get_current_cgroup_id();
+    bpf_get_current_comm(&key.comm, sizeof(key.comm));
+    u64 gen = hp_control(HP_CTL_STACKGEN);
+    key.stack_map = gen & 1;
+    if (key.stack_map) {
+        key.kernel_stack_id = stacks1.get_stackid(ctx, 0);
+        key.user_stack_id = stacks1.get_stackid(ctx, BPF_F_USER_STACK);
+    } else {
+        key.kernel_stack_id = stacks0.get_stackid(ctx, 0);
+        key.user_stack_id = stacks0.get_stackid(ctx, BPF_F_USER_STACK);
+    }
+    hp_add(&key, 1, hp_control(HP_CTL_BUFFER), 0);
+    return 0;
+}
+
+#ifdef OFFCPU
+BPF_HASH(offcpu_counts0, struct hp_key, u64, HP_COUNTS_ENTRIES);
+BPF_HASH(offcpu_counts1, struct hp_key, u64, HP_COUNTS_ENTRIES);
+BPF_HASH(start, u32, struct hp_start, HP_START_ENTRIES);
+
+TRACEPOINT_PROBE(sched, sched_switch)
+{
+    u64 now = bpf_ktime_get_ns();
+    u64 gen = hp_control(HP_CTL_STACKGEN);
+
+    /* Switch-in: the task being scheduled back gets the time it spent off the CPU. */
+    u32 next = args->next_pid;
+    struct hp_start *sp = start.lookup(&next);
+    if (sp) {
+        u64 delta = now - sp->ts;
+        struct hp_key key = sp->key;
+        u64 then = sp->gen;
+        start.delete(&next);
+        if (delta < MIN_BLOCK_NS) {
+            hp_stat(HP_STAT_SHORT_BLOCKS);
+        } else {
+            if (gen - then > 1) {
+                /* Its stack map was recycled meanwhile: keep the time, flag the stacks. */
+                key.user_stack_id = HP_STACK_STALE;
+                key.kernel_stack_id = HP_STACK_STALE;
+                hp_stat(HP_STAT_STALE_STACK);
+            }
+            hp_add(&key, delta, hp_control(HP_CTL_BUFFER), 1);
+        }
+    }
+
+    /* Switch-out: `current` is still the previous task, so its stacks can be taken here. */
+    u32 prev = args->prev_pid;
+    if (prev == 0)
+        return 0;
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    if (!hp_wanted(tgid))
+        return 0;
+    struct hp_start s = {};
+    s.ts = now;
+    s.gen = gen;
+    s.key.tgid = tgid;
+    s.key.tid = prev;
+    s.key.cgroup_id = bpf_get_current_cgroup_id();
+    bpf_get_current_comm(&s.key.comm, sizeof(s.key.comm));
+    s.key.stack_map = gen & 1;
+    if (s.key.stack_map) {
+        s.key.kernel_stack_id = stacks1.get_stackid(args, 0);
+        s.key.user_stack_id = stacks1.get_stackid(args, BPF_F_USER_STACK);
+    } else {
+        s.key.kernel_stack_id = stacks0.get_stackid(args, 0);
+        s.key.user_stack_id = stacks0.get_stackid(args, BPF_F_USER_STACK);
+    }
+    if (start.update(&prev, &s) != 0)
+        hp_stat(HP_STAT_START_FULL);
+    return 0;
+}
+#endif
+
+static __always_inline void hp_add(struct hp_key *key, u64 value, u64 buffer, int offcpu)
+{
+    u64 zero = 0;
+    u64 *v;
+#ifdef OFFCPU
+    if (offcpu) {
+        v = buffer ? offcpu_counts1.lookup_or_try_init(key, &zero)
+                   : offcpu_counts0.lookup_or_try_init(key, &zero);
+    } else
+#endif
+    {
+        v = buffer ? cpu_counts1.lookup_or_try_init(key, &zero)
+                   : cpu_counts0.lookup_or_try_init(key, &zero);
+    }
+    if (!v) {
+        hp_stat(HP_STAT_MAP_FULL);
+        return;
+    }
+    __sync_fetch_and_add(v, value);
+}

@@ -1,0 +1,64 @@
+/* Shared definitions for Hotpath's BPF programs (on-CPU sampling and off-CPU blocking time).
+ *
+ * Only uapi types and tracepoint arguments are used: the kernel headers on the build hosts may be
+ * from another kernel, so no kernel struct layout may leak in here.
+ * Keep `struct hp_key` in sync with collector/bpf_loader.py (BCC reads the layout from the map).
+ */
+#ifndef HOTPATH_H
+#define HOTPATH_H
+
+#ifndef HP_COMM_LEN
+#define HP_COMM_LEN 16
+#endif
+
+/* Map sizes: unique (process, thread, stack) keys per interval and unique stacks per generation. */
+#ifndef HP_COUNTS_ENTRIES
+#define HP_COUNTS_ENTRIES 16384
+#endif
+#ifndef HP_STACK_ENTRIES
+#define HP_STACK_ENTRIES 16384
+#endif
+#ifndef HP_START_ENTRIES
+#define HP_START_ENTRIES 32768
+#endif
+#ifndef HP_FILTER_ENTRIES
+#define HP_FILTER_ENTRIES 1024
+#endif
+#ifndef MIN_BLOCK_NS
+#define MIN_BLOCK_NS 1000000ULL
+#endif
+
+/* control[] slots, written by user space. */
+#define HP_CTL_BUFFER 0   /* which counts buffer (0/1) the programs add to */
+#define HP_CTL_STACKGEN 1 /* stack-map generation; parity selects the stack map */
+
+/* stats[] slots (per-CPU counters, summed by user space). */
+#define HP_STAT_IDLE 0          /* on-CPU samples of the idle task (excluded, but known) */
+#define HP_STAT_MAP_FULL 1      /* increments lost because a counts map was full */
+#define HP_STAT_START_FULL 2    /* switch-outs not tracked because the start map was full */
+#define HP_STAT_STALE_STACK 3   /* off-CPU spans whose stacks were from a recycled stack map */
+#define HP_STAT_SAMPLES 4       /* on-CPU samples seen (including filtered/idle) */
+#define HP_STAT_SHORT_BLOCKS 5  /* off-CPU spans shorter than MIN_BLOCK_NS (skipped by design) */
+#define HP_STAT_SLOTS 8
+
+/* Stack id used when a stack map generation was recycled while a task was blocked. */
+#define HP_STACK_STALE (-1000)
+
+struct hp_key {
+    __u32 tgid;
+    __u32 tid;
+    __u64 cgroup_id;
+    __s32 user_stack_id;
+    __s32 kernel_stack_id;
+    __u32 stack_map;          /* which stack map (0/1) the ids refer to */
+    __u32 pad;
+    char comm[HP_COMM_LEN];
+};
+
+struct hp_start {
+    __u64 ts;
+    __u64 gen;
+    struct hp_key key;
+};
+
+#endif

@@ -1,0 +1,117 @@
+"""Build one interval's `Profile`s (cpu, offcpu) from a `RawDrain`: symbolize, label, count.
+
+Missed stacks keep their value under a placeholder frame; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from collector.source import MISSED_REASONS, RawCount, RawDrain
+from collector.symbolize.symbolizer import Symbolizer
+from profiler.model import Frame, FrameKind, Profile, Sample, make_labels
+from profiler.types import new_cpu_profile, new_offcpu_profile
+
+MISSED_USER = Frame("[missed user stack]", "", FrameKind.UNKNOWN)
+MISSED_KERNEL = Frame("[missed kernel stack]", KERNEL_BINARY := "[kernel.kallsyms]", FrameKind.KERNEL)
+
+
+@dataclass(slots=True)
+class Batch:
+    """The profiles of one interval plus what the status line reports."""
+
+    cpu: Profile
+    offcpu: Profile | None
+    samples: int
+    unique_stacks: int
+    missed: int
+
+
+def _add(counters: dict[str, int], name: str, n: int = 1) -> None:
+    counters[name] = counters.get(name, 0) + n
+
+
+def _stack(c: RawCount, sym: Symbolizer, counters: dict[str, int], weight: int) -> tuple[Frame, ...]:
+    """Root-first frames of one count; missed parts become placeholders and are counted."""
+    leaf_first: list[Frame] = []
+    missed = False
+    if c.kernel:
+        leaf_first += sym.kernel_frames(c.kernel, counters)
+    elif c.kernel_error not in (0, -errno.EFAULT):  # -EFAULT alone: the sample was in user mode
+        leaf_first.append(MISSED_KERNEL)
+        _add(counters, "missed_kernel_stacks", weight)
+        _add(counters, f"missed_kernel_{MISSED_REASONS.get(c.kernel_error, 'other').replace(' ', '_')}",
+             weight)
+        missed = True
+    if c.user:
+        leaf_first += sym.user_frames(c.tgid, c.user, counters)
+    elif c.user_error != 0:
+        info = sym.tracker.get(c.tgid)
+        kernel_thread = info.kernel_thread if info is not None else c.tgid in (0, 2)
+        if not (kernel_thread and c.user_error == -errno.EFAULT):
+            leaf_first.append(MISSED_USER)
+            _add(counters, "missed_user_stacks", weight)
+            _add(counters, f"missed_user_{MISSED_REASONS.get(c.user_error, 'other').replace(' ', '_')}",
+                 weight)
+            missed = True
+    if missed:
+        _add(counters, "missed_stacks", weight)
+    if not leaf_first:
+        leaf_first.append(Frame(f"[{c.comm or 'unknown'}]", "", FrameKind.UNKNOWN))
+    leaf_first.reverse()
+    return tuple(leaf_first)
+
+
+def _labels(c: RawCount, sym: Symbolizer) -> tuple[tuple[str, str], ...]:
+    info = sym.tracker.get(c.tgid)
+    labels = {"pid": str(c.tgid), "thread": c.comm,
+              "process": (info.comm if info is not None and info.comm else c.comm)}
+    if info is not None and info.container_id:
+        labels["container_id"] = info.container_id
+    if info is not None and info.pod_uid:
+        labels["pod_uid"] = info.pod_uid
+    return make_labels(labels)
+
+
+def _fill(profile: Profile, counts: Iterable[RawCount], sym: Symbolizer, per_value: int,
+          count_samples: bool) -> tuple[int, int]:
+    merged: dict[tuple[tuple[Frame, ...], tuple[tuple[str, str], ...]], int] = {}
+    total = 0
+    for c in counts:
+        weight = c.value if count_samples else 1
+        key = (_stack(c, sym, profile.counters, weight), _labels(c, sym))
+        merged[key] = merged.get(key, 0) + c.value
+        total += c.value
+    for (stack, labels), value in merged.items():
+        values = (value, value * per_value) if count_samples else (value,)
+        profile.samples.append(Sample(stack, values, labels))
+    return total, len(merged)
+
+
+def build_batch(drain: RawDrain, sym: Symbolizer, frequency: int, offcpu: bool) -> Batch:
+    """Symbolize and label one drain into a cpu profile and (if enabled) an offcpu profile."""
+    duration = max(0, drain.end_ns - drain.start_ns)
+    cpu = new_cpu_profile(frequency, time_nanos=drain.start_ns, duration_nanos=duration)
+    for key in ("unsymbolized_frames", "missed_stacks", "missed_user_stacks", "missed_kernel_stacks",
+                "map_full_drops"):
+        cpu.counters[key] = 0
+    samples, unique = _fill(cpu, drain.cpu, sym, cpu.period, count_samples=True)
+    for name, value in drain.stats.items():
+        if name in ("idle_samples", "map_full_drops", "stack_map_recycles"):
+            cpu.counters[name] = cpu.counters.get(name, 0) + value
+    off = None
+    if offcpu:
+        off = new_offcpu_profile(time_nanos=drain.start_ns, duration_nanos=duration)
+        for key in ("unsymbolized_frames", "missed_stacks", "missed_user_stacks", "missed_kernel_stacks"):
+            off.counters[key] = 0
+        _, off_unique = _fill(off, drain.offcpu, sym, 1, count_samples=False)
+        unique += off_unique
+        for name in ("start_map_full", "stale_stacks"):
+            if drain.stats.get(name):
+                off.counters[name] = drain.stats[name]
+    sym.end_drain()
+    sym.tracker.after_drain()
+    missed = cpu.counters.get("missed_stacks", 0) + (off.counters.get("missed_stacks", 0) if off else 0)
+    return Batch(cpu=cpu, offcpu=off, samples=samples, unique_stacks=unique, missed=missed)

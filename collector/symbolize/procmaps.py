@@ -1,0 +1,118 @@
+"""Process memory maps and identity (`/proc/PID/{maps,status,comm,cgroup}`), captured while alive.
+
+A capture is a plain snapshot, so a process that exits before the interval's drain can still be
+symbolized from it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROC = Path("/proc")
+_CONTAINER_ID = re.compile(r"([0-9a-f]{64})")
+_POD_UID = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})")
+
+
+@dataclass(frozen=True, slots=True)
+class Mapping:
+    """One line of /proc/PID/maps that maps a file or a special region."""
+
+    start: int
+    end: int
+    offset: int
+    perms: str
+    inode: int
+    path: str
+
+    @property
+    def deleted(self) -> bool:
+        return self.path.endswith(" (deleted)")
+
+    @property
+    def clean_path(self) -> str:
+        return self.path[: -len(" (deleted)")] if self.deleted else self.path
+
+
+def parse_maps(text: str) -> list[Mapping]:
+    """Executable mappings from /proc/PID/maps text, sorted by start; bad lines skipped."""
+    out: list[Mapping] = []
+    for line in text.splitlines():
+        parts = line.split(None, 5)
+        if len(parts) < 5:
+            continue
+        try:
+            lo, hi = parts[0].split("-")
+            start, end, offset = int(lo, 16), int(hi, 16), int(parts[2], 16)
+            inode = int(parts[4])
+        except ValueError:
+            continue
+        if "x" not in parts[1]:
+            continue
+        out.append(Mapping(start, end, offset, parts[1], inode, parts[5] if len(parts) > 5 else ""))
+    out.sort(key=lambda m: m.start)
+    return out
+
+
+def parse_cgroup(text: str) -> tuple[str, str, str]:
+    """(cgroup path, container id, Kubernetes pod UID) from /proc/PID/cgroup text."""
+    path = ""
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3 and (parts[0] == "0" or not path):
+            path = parts[2]
+    cid = _CONTAINER_ID.findall(path)
+    pod = _POD_UID.search(path)
+    return path, (cid[-1] if cid else ""), (pod.group(1).replace("_", "-") if pod else "")
+
+
+@dataclass(slots=True)
+class ProcessInfo:
+    """What we know about one process (tgid): executable mappings, names, namespaces."""
+
+    pid: int
+    comm: str = ""
+    maps: list[Mapping] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list)
+    nspid: int = 0
+    cgroup: str = ""
+    container_id: str = ""
+    pod_uid: str = ""
+    kernel_thread: bool = False
+    alive: bool = True
+
+    def find(self, addr: int) -> Mapping | None:
+        i = bisect.bisect_right(self.starts, addr) - 1
+        if i < 0:
+            return None
+        m = self.maps[i]
+        return m if addr < m.end else None
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return None
+
+
+def capture(pid: int, proc: Path = PROC) -> ProcessInfo | None:
+    """Snapshot a live process; None when it is gone (exited mid-read counts as gone)."""
+    base = proc / str(pid)
+    maps_text = _read(base / "maps")
+    if maps_text is None:
+        return None
+    info = ProcessInfo(pid=pid)
+    info.maps = parse_maps(maps_text)
+    info.starts = [m.start for m in info.maps]
+    info.kernel_thread = maps_text == ""
+    info.comm = (_read(base / "comm") or "").strip()
+    status = _read(base / "status") or ""
+    for line in status.splitlines():
+        if line.startswith("NSpid:"):
+            ids = line.split()[1:]
+            info.nspid = int(ids[-1]) if ids else pid
+    info.cgroup, info.container_id, info.pod_uid = parse_cgroup(_read(base / "cgroup") or "")
+    return info

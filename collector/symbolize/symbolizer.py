@@ -1,0 +1,166 @@
+"""Turn raw addresses into `Frame`s; never drop one: unresolvable ones become `binary+0xoffset`
+or `[unknown]`, and each is counted in the caller's counters."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import MutableMapping, Sequence
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collector.processes import ProcessTracker
+from collector.symbolize.cache import LRU
+from collector.symbolize.demangle import demangle
+from collector.symbolize.elf import ElfReadError, ElfSymbols, load_elf
+from collector.symbolize.kallsyms import KernelSymbols
+from collector.symbolize.perfmap import PerfMap
+from collector.symbolize.procmaps import Mapping, ProcessInfo
+from profiler.model import Frame, FrameKind
+
+KERNEL_BINARY = "[kernel.kallsyms]"
+UNKNOWN = "[unknown]"
+Counters = MutableMapping[str, int]
+
+
+def _count(counters: Counters, *names: str) -> None:
+    for name in names:
+        counters[name] = counters.get(name, 0) + 1
+
+
+class Symbolizer:
+    """Symbolizes stacks of any process known to a `ProcessTracker`; thread-safe."""
+
+    def __init__(self, tracker: ProcessTracker, kernel: KernelSymbols | None = None,
+                 max_symbols: int = 4_000_000, proc: str = "/proc") -> None:
+        self.tracker = tracker
+        self.kernel = kernel if kernel is not None else KernelSymbols()
+        self.proc = proc
+        self._lock = threading.RLock()
+        # stat identity -> build id (or the identity itself); image key -> symbols (None = unreadable)
+        self._ident: LRU[tuple, str] = LRU(100_000)
+        self._images: LRU[str, ElfSymbols | None] = LRU(max_symbols, lambda s: s.weight() if s else 1)
+        self._pinned: dict[tuple[int, int], str] = {}  # (pid, mapping start) -> image key
+        self._perfmaps: LRU[int, PerfMap] = LRU(256)
+        self._refreshed: set[int] = set()
+
+    # -- ELF images --------------------------------------------------------------------------
+    def _candidates(self, pid: int, m: Mapping) -> list[str]:
+        out = []
+        if m.deleted:
+            out.append(f"{self.proc}/{pid}/map_files/{m.start:x}-{m.end:x}")
+        out += [f"{self.proc}/{pid}/root{m.clean_path}", m.clean_path]
+        return out
+
+    def _image_for(self, pid: int, m: Mapping) -> tuple[str, ElfSymbols | None]:
+        pinned = self._pinned.get((pid, m.start))
+        if pinned is not None and pinned in self._images:
+            return pinned, self._images.get(pinned)
+        for path in self._candidates(pid, m):
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if m.inode and st.st_ino != m.inode and "/map_files/" not in path:
+                continue  # replaced on disk since it was mapped: that file is not this image
+            ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            key = self._ident.get(ident)
+            if key is None or key not in self._images:
+                try:
+                    syms = load_elf(path, root=f"{self.proc}/{pid}/root" if "/root/" in path else "")
+                except ElfReadError:
+                    syms = None
+                key = (syms.build_id if syms and syms.build_id else repr(ident))
+                if syms is not None or key not in self._images:
+                    self._images.put(key, syms)
+                self._ident.put(ident, key)
+            self._pinned[(pid, m.start)] = key
+            return key, self._images.get(key)
+        return "", None
+
+    def warm(self, info: ProcessInfo) -> None:
+        """Load the images of a freshly captured process while its files are still reachable."""
+        with self._lock:
+            for m in info.maps:
+                if not m.clean_path.startswith("/") or (info.pid, m.start) in self._pinned:
+                    continue
+                try:
+                    host_same = not m.deleted and os.stat(m.clean_path).st_ino == m.inode
+                except OSError:
+                    host_same = False
+                if not host_same:  # deleted, replaced or inside a container: pin it now
+                    self._image_for(info.pid, m)
+
+    def forget(self, pid: int) -> None:
+        with self._lock:
+            for key in [k for k in self._pinned if k[0] == pid]:
+                del self._pinned[key]
+
+    # -- frames ------------------------------------------------------------------------------
+    def kernel_frames(self, addrs: Sequence[int], counters: Counters) -> list[Frame]:
+        """Leaf-first kernel addresses -> leaf-first frames."""
+        out = []
+        for i, addr in enumerate(addrs):
+            name = self.kernel.resolve(addr - 1 if i else addr)
+            if name is None:
+                _count(counters, "unsymbolized_frames",
+                       "unsymbolized_kptr_restrict" if self.kernel.restricted else "unsymbolized_kernel")
+                name = f"{KERNEL_BINARY}+0x{addr:x}" if not self.kernel.restricted else UNKNOWN
+            out.append(Frame(name, KERNEL_BINARY, FrameKind.KERNEL, address=addr))
+        return out
+
+    def _perfmap(self, pid: int, info: ProcessInfo | None) -> PerfMap | None:
+        pm = self._perfmaps.get(pid)
+        if pm is None:
+            nspid = info.nspid if info and info.nspid else pid
+            path = f"{self.proc}/{pid}/root/tmp/perf-{nspid}.map"
+            if not os.path.exists(path):
+                path = f"/tmp/perf-{pid}.map"
+            pm = PerfMap(path)
+            self._perfmaps.put(pid, pm)
+        return pm if pm.refresh() else None
+
+    def _user_frame(self, pid: int, info: ProcessInfo | None, addr: int, lookup: int,
+                    counters: Counters) -> Frame:
+        m = info.find(lookup) if info else None
+        if m is None and info is not None and info.alive and pid not in self._refreshed:
+            self._refreshed.add(pid)  # one refresh per pid per drain: new dlopen/JIT regions
+            info = self.tracker.refresh(pid)
+            m = info.find(lookup) if info else None
+        if m is None or not m.clean_path.startswith("/"):
+            pm = self._perfmap(pid, info)
+            name = pm.resolve(lookup) if pm else None
+            if name is not None:
+                return Frame(name, f"/tmp/perf-{pid}.map", FrameKind.JIT, address=addr)
+            if m is not None:
+                _count(counters, "unsymbolized_frames", "unsymbolized_special")
+                return Frame(f"{m.path or '[anon]'}+0x{lookup - m.start:x}", m.path or "[anon]",
+                             FrameKind.UNKNOWN, address=addr)
+            _count(counters, "unsymbolized_frames",
+                   "unsymbolized_no_process" if info is None else "unsymbolized_no_mapping")
+            return Frame(UNKNOWN, "", FrameKind.UNKNOWN, address=addr)
+        key, syms = self._image_for(pid, m)
+        file_off = lookup - m.start + m.offset
+        vaddr = syms.to_vaddr(file_off) if syms else None
+        name = syms.resolve(vaddr) if syms and vaddr is not None else None
+        if name is not None:
+            return Frame(demangle(name), m.clean_path, FrameKind.NATIVE, address=addr,
+                         build_id=syms.build_id if syms else "")
+        _count(counters, "unsymbolized_frames",
+               "unsymbolized_unreadable_binary" if syms is None else "unsymbolized_no_symbol")
+        off = vaddr if vaddr is not None else file_off
+        return Frame(f"{os.path.basename(m.clean_path)}+0x{off:x}", m.clean_path, FrameKind.NATIVE,
+                     address=addr, build_id=syms.build_id if syms else "")
+
+    def user_frames(self, pid: int, addrs: Sequence[int], counters: Counters) -> list[Frame]:
+        """Leaf-first user addresses of process `pid` -> leaf-first frames."""
+        with self._lock:
+            info = self.tracker.get(pid)
+            # Return addresses point after the call: look up addr-1 so tail calls resolve right.
+            return [self._user_frame(pid, info, a, a - 1 if i else a, counters)
+                    for i, a in enumerate(addrs)]
+
+    def end_drain(self) -> None:
+        with self._lock:
+            self._refreshed.clear()
