@@ -166,7 +166,9 @@ class Page:
         self.page = context.new_page()
         self.errors: list[str] = []
         self.dialogs: list[str] = []
+        self.csp: list[str] = []
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("console", lambda m: self.csp.append(m.text) if "Content Security Policy" in m.text else None)
         self.page.on("dialog", self._dialog)
 
     def _dialog(self, dialog: Any) -> None:
@@ -207,6 +209,7 @@ def ui(browser: Any, live_server: LiveServer) -> Iterator[Page]:
     try:
         assert not p.errors, f"JavaScript errors: {p.errors}"
         assert not p.dialogs, f"dialogs fired (script ran?): {p.dialogs}"
+        assert not p.csp, f"CSP violations: {p.csp}"
     finally:
         context.close()
 
