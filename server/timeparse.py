@@ -44,9 +44,10 @@ def parse_time(text: str, now: float) -> int:
 
 
 def parse_range(start: str | None, end: str | None, now: float, default_span: int = 3600) -> tuple[int, int]:
-    """[from, until) in Unix seconds; defaults now-1h .. now; `until` is made exclusive of `now` + 1."""
+    """Half-open [from, until + 1s) in Unix seconds (defaults now-1h .. now): `until` is inclusive of its
+    second, so data stamped "now" is in a "last hour" query."""
     t1 = parse_time(end, now) if end else int(now)
     t0 = parse_time(start, now) if start else t1 - default_span
     if t0 >= t1:
         raise TimeError(f"from ({t0}) must be before until ({t1})")
-    return t0, t1
+    return t0, t1 + 1
