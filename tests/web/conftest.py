@@ -42,6 +42,7 @@ KNOWN = {
 }
 # The same service one release later: hash grew from 20% to 50% of the total.
 KNOWN_V2 = {**KNOWN, "main;work;hash": 800}
+DEEP = {";".join(["main"] + [f"d{k}" for k in range(1, 1000)]): 10, "main;shallow": 10}
 OFFCPU = {"main;io;k:entry_SYSCALL_64;k:schedule": 3_000_000_000, "main;work;lock_wait": 1_000_000_000}
 
 
@@ -131,6 +132,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     ingest(base, ingest_token, pprof.encode(known_profile(KNOWN, t_known)), service="known", host="h1")
     ingest(base, ingest_token, pprof.encode(known_profile(KNOWN_V2, t_known)), service="known-v2", host="h1")
     ingest(base, ingest_token, pprof.encode(offcpu_profile(OFFCPU, t_known)), service="known", host="h1")
+    ingest(base, ingest_token, pprof.encode(known_profile(DEEP, t_known)), service="deep", host="h1")
     sim = _load_fleet_sim()
     fleet = sim.Fleet(sim.FleetConfig(services=3, hosts=4, stacks_per_service=400, functions_per_service=120,
                                       unique_per_batch=120))

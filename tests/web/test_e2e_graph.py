@@ -216,3 +216,22 @@ def test_selector_autocomplete_and_presets(ui):
     page.locator("#preset").select_option("now-6h")
     page.wait_for_function("() => window.hotpath.state.from === 'now-6h'")
     assert url_state(page.url)["from"] == "now-6h"
+
+
+def test_thousand_deep_stack_renders_scrolls_and_zooms(ui):
+    page = ui.open(q(query='{service="deep"}'))
+    assert ui.js("() => window.hotpath.model.levels") == 1001
+    scroll_h = ui.js("() => document.getElementById('graph').scrollHeight")
+    assert scroll_h == 1001 * 18, "the scroll container grows with the depth"
+    ui.js("() => { const g = document.getElementById('graph'); g.scrollTop = g.scrollHeight; }")
+    page.wait_for_timeout(100)
+    x, y = frame_point(ui, "d999")
+    assert pixel(ui, x, y)[3] == 255, "the deepest frame is painted once scrolled into view"
+    page.mouse.move(x, y)
+    assert "d999" in page.locator("#tooltip .name").inner_text()
+    page.mouse.click(x, y)
+    page.wait_for_function("() => window.hotpath.state.zoom.length === 1000")
+    assert ui.js("() => window.hotpath.graph.r.levels") == 1001
+    assert "d999" in page.locator("#breadcrumb").inner_text()
+    page.keyboard.press("Escape")
+    page.wait_for_function("() => window.hotpath.state.zoom.length === 0")
