@@ -133,6 +133,9 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     ingest(base, ingest_token, pprof.encode(known_profile(KNOWN_V2, t_known)), service="known-v2", host="h1")
     ingest(base, ingest_token, pprof.encode(offcpu_profile(OFFCPU, t_known)), service="known", host="h1")
     ingest(base, ingest_token, pprof.encode(known_profile(DEEP, t_known)), service="deep", host="h1")
+    # One service over two time ranges: last release (25 min ago) vs this one (5 min ago).
+    ingest(base, ingest_token, pprof.encode(known_profile(KNOWN, now - 1500)), service="ranges", host="h1")
+    ingest(base, ingest_token, pprof.encode(known_profile(KNOWN_V2, now - 300)), service="ranges", host="h1")
     sim = _load_fleet_sim()
     fleet = sim.Fleet(sim.FleetConfig(services=3, hosts=4, stacks_per_service=400, functions_per_service=120,
                                       unique_per_batch=120))

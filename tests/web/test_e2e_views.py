@@ -153,3 +153,18 @@ def test_login_form_and_theme_and_help(browser, live_server):
         assert not ui.errors and not ui.dialogs
     finally:
         context.close()
+
+
+def test_diff_of_two_time_ranges(ui):
+    page = ui.open(q(query='{service="ranges"}', view="diff", **{"from": "now-30m", "until": "now-15m"}))
+    page.locator("#rfrom").fill("now-15m")
+    page.locator("#runtil").fill("now")
+    with page.expect_response(lambda r: "/api/v1/diff" in r.url and "right_from=now-15m" in r.url):
+        page.locator("#diff-run").click()
+    ui.wait_idle()
+    page.wait_for_function("() => window.hotpath.state.rfrom === 'now-15m'")
+    m = ui.js("() => { const m = window.hotpath.model; return [m.leftTicks / m.period, m.rightTicks / m.period]; }")
+    assert m == [1000, 1600], "left = the older batch, right = the newer one"
+    r, g, b, _ = pixel(ui, *frame_point(ui, "hash"))
+    assert r > b + 60, (r, g, b)
+    assert url_state(page.url)["runtil"] == "now"
