@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import MutableMapping, Sequence
-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:

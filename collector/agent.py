@@ -1,0 +1,165 @@
+"""The long-running collector loop: drain -> symbolize -> pprof -> spool -> ship, every interval.
+
+Clock, wait and stack source are injected (`Agent(...)`), so the loop is unit-tested with fakes;
+`run_agent(config)` wires the real parts (BCC, /proc, HTTP) and is what `hotpath collector` and
+`hotpath up` use.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from collector.batch import Batch, build_batch
+from collector.metrics import Metrics
+from collector.ship import Shipper
+from collector.source import StackSource
+from collector.spool import Spool
+from collector.symbolize.symbolizer import Symbolizer
+from profiler import pprof
+from profiler.model import Profile
+
+log = logging.getLogger("hotpath.collector")
+
+
+@dataclass(slots=True)
+class AgentConfig:
+    """Everything `hotpath collector` takes on its command line."""
+
+    server: str
+    token: str
+    frequency: int = 19
+    interval_s: float = 10.0
+    offcpu: bool = True
+    min_block_ns: int = 1_000_000
+    service: str = ""
+    host: str = ""
+    pids: tuple[int, ...] = ()
+    spool_dir: str = "/var/lib/hotpath/spool"
+    spool_max_bytes: int = 100 * 1024 * 1024
+    metrics_addr: str = ""
+    extra_labels: dict[str, str] = field(default_factory=dict)
+
+
+def series_params(config: AgentConfig) -> dict[str, str]:
+    """Series labels sent as ingest query parameters."""
+    host = config.host or socket.gethostname()
+    params = {"service": config.service or host, "host": host, "kernel": platform.release()}
+    params.update(config.extra_labels)
+    return params
+
+
+class Agent:
+    """One collector: call `tick()` per interval, or `run()` until `stop` is set."""
+
+    def __init__(self, config: AgentConfig, source: StackSource, symbolizer: Symbolizer, spool: Spool,
+                 shipper: Shipper, clock: Callable[[], float] = time.monotonic,
+                 wait: Callable[[float], bool] | None = None, out: Callable[[str], None] | None = None,
+                 metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.source = source
+        self.symbolizer = symbolizer
+        self.spool = spool
+        self.shipper = shipper
+        self.clock = clock
+        self.stop = threading.Event()
+        self.wait = wait or self.stop.wait
+        self.out = out or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.metrics = metrics or Metrics()
+        self.params = series_params(config)
+        self._reported_drops = 0
+        self.intervals = 0
+        self.first_ship_at: float | None = None
+        self.started_at = clock()
+
+    def _spool_profile(self, profile: Profile, kind: str) -> None:
+        drops = self.spool.dropped_batches - self._reported_drops
+        if drops:
+            profile.counters["spool_dropped_batches"] = profile.counters.get("spool_dropped_batches", 0) + drops
+            self._reported_drops = self.spool.dropped_batches
+        self.spool.put(pprof.encode(profile), dict(self.params), kind=kind)
+
+    def tick(self) -> Batch:
+        """One interval: drain the source, build profiles, spool them, try to ship everything."""
+        drain = self.source.drain()
+        batch = build_batch(drain, self.symbolizer, self.source.frequency, self.source.offcpu)
+        self._spool_profile(batch.cpu, "cpu")
+        if batch.offcpu is not None:
+            self._spool_profile(batch.offcpu, "offcpu")
+        before = self.shipper.stats.shipped
+        self.shipper.flush(self.spool)
+        shipped = self.shipper.stats.shipped - before
+        if shipped and self.first_ship_at is None:
+            self.first_ship_at = self.clock()
+        self.intervals += 1
+        spooled = len(self.spool.items())
+        self.metrics.observe(batch, shipped, spooled, self.spool, self.shipper)
+        err = f" last_error={self.shipper.stats.last_error!r}" if spooled and self.shipper.stats.last_error else ""
+        self.out(f"hotpath collector: interval {self.intervals} samples={batch.samples} "
+                 f"stacks={batch.unique_stacks} missed={batch.missed} "
+                 f"unsymbolized={batch.cpu.counters.get('unsymbolized_frames', 0)} shipped={shipped} "
+                 f"spooled={spooled} spool_dropped={self.spool.dropped_batches}{err}")
+        return batch
+
+    def run(self) -> int:
+        """Tick every interval until stopped; retry shipping between ticks; flush on stop."""
+        interval = self.config.interval_s
+        next_tick = self.clock() + interval
+        while True:
+            now = self.clock()
+            if now >= next_tick:
+                self.tick()
+                next_tick += interval
+                if next_tick <= self.clock():  # a slow tick: skip ahead rather than burst
+                    next_tick = self.clock() + interval
+                continue
+            if self.wait(min(1.0, next_tick - now)):
+                break
+            if self.clock() >= self.shipper.next_try and self.spool.items():
+                self.shipper.flush(self.spool)
+        self.tick()  # SIGTERM flushes the interval in progress
+        return 0
+
+
+def run_agent(config: AgentConfig, stop: threading.Event | None = None,
+              out: Callable[[str], None] | None = None) -> int:
+    """Run the real collector (BPF + /proc + HTTP) until SIGTERM/SIGINT or `stop` is set."""
+    from collector.bpf_loader import BccSource
+    from collector.processes import ProcessTracker
+
+    started = time.monotonic()
+    symbolizer = Symbolizer(None)  # type: ignore[arg-type]
+    tracker = ProcessTracker(pids=config.pids or None, on_capture=symbolizer.warm)
+    symbolizer.tracker = tracker
+    tracker.start()
+    source = BccSource(frequency=config.frequency, offcpu=config.offcpu,
+                       min_block_ns=config.min_block_ns, pids=config.pids)
+    spool = Spool(config.spool_dir, config.spool_max_bytes)
+    shipper = Shipper(config.server, config.token)
+    metrics = Metrics()
+    agent = Agent(config, source, symbolizer, spool, shipper, out=out, metrics=metrics)
+    if stop is not None:
+        agent.stop = stop
+        agent.wait = stop.wait
+    if config.metrics_addr:
+        metrics.serve(config.metrics_addr)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: agent.stop.set())
+    agent.started_at = started
+    agent.out(f"hotpath collector: pid {os.getpid()} sampling at {config.frequency} Hz, "
+              f"off-CPU {'on' if config.offcpu else 'off'}, every {config.interval_s:g}s -> "
+              f"{shipper.url} (spool {spool.dir}, loaded in {time.monotonic() - started:.1f}s)")
+    try:
+        return agent.run()
+    finally:
+        tracker.stop()
+        source.close()
