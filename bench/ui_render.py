@@ -246,8 +246,9 @@ def main() -> int:
         best = min(runs, key=lambda r: r["firstMs"])
         naive = page.evaluate(MEASURE, {"url": "/bench/wide.json", "culling": False})
         deep_r = page.evaluate(MEASURE, {"url": "/bench/deep.json", "culling": True})
-        page.close()
-        # Memory in a fresh page holding one loaded 100k-node graph (earlier runs' garbage excluded).
+        browser.close()
+        # Memory in a fresh browser holding one loaded 100k-node graph (earlier runs' garbage excluded).
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(f"{base}/bench/")
         heap_mb(page)
