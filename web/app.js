@@ -9,6 +9,7 @@ import { Timeline } from "./timeline.js";
 import { fetchJSON, getSession, login, ApiError } from "./api.js";
 import { formatPct, toUnixSeconds } from "./format.js";
 import * as V from "./views.js";
+import { suggest, clearCache } from "./autocomplete.js";
 
 const $ = (id) => document.getElementById(id);
 const MAX_NODES = 16384;
@@ -19,7 +20,6 @@ let stats = null; // diff stats
 let rows = null; // table rows (cached per model)
 let selectedRow = "";
 let inflight = null;
-const labelCache = { names: null, values: new Map() };
 
 const graph = new FlameGraph($("graph"), {
   onHover: (h, e) => V.showTooltip($("tooltip"), V.tooltipLines(model, h, currentZoom(), stats), e.clientX, e.clientY),
@@ -253,34 +253,6 @@ async function loadTimeline() {
   }
 }
 
-/** Label-name and label-value suggestions for the selector input (a <datalist>). */
-async function suggest() {
-  const input = $("query");
-  const text = input.value.slice(0, input.selectionStart ?? input.value.length);
-  const list = $("query-suggest");
-  const opts = [];
-  const valueCtx = /([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)$/.exec(text);
-  const nameCtx = /(^|[{,])\s*([A-Za-z_][A-Za-z0-9_]*)?$/.exec(text);
-  const range = `from=${encodeURIComponent(state.from)}&until=${encodeURIComponent(state.until)}`;
-  try {
-    if (valueCtx) {
-      const name = valueCtx[1];
-      if (!labelCache.values.has(name)) {
-        const r = await fetchJSON(`/api/v1/labels/${encodeURIComponent(name)}/values?${range}`);
-        labelCache.values.set(name, r.values || []);
-      }
-      const head = text.slice(0, text.length - valueCtx[3].length);
-      for (const v of labelCache.values.get(name)) opts.push(`${head}${v}"}`);
-    } else if (nameCtx) {
-      if (!labelCache.names) labelCache.names = (await fetchJSON(`/api/v1/labels?${range}`)).labels || [];
-      const head = text.slice(0, text.length - (nameCtx[2] || "").length);
-      const base = head.startsWith("{") || head === "" ? head : head;
-      for (const n of labelCache.names) opts.push(`${base === "" ? "{" : base}${n}="`);
-    }
-  } catch { /* suggestions are best effort */ }
-  list.replaceChildren(...opts.slice(0, 200).map((v) => { const o = document.createElement("option"); o.value = v; return o; }));
-}
-
 function runQuery() {
   setState({ type: $("type").value, query: $("query").value.trim() || "{}", from: $("from").value.trim() || "now-1h",
     until: $("until").value.trim() || "now", zoom: [], prefix: [] });
@@ -314,8 +286,9 @@ function wire() {
   $("preset").addEventListener("change", () => {
     if ($("preset").value !== "custom") { $("from").value = $("preset").value; $("until").value = "now"; runQuery(); }
   });
-  $("query").addEventListener("input", suggest);
-  $("query").addEventListener("focus", suggest);
+  const complete = () => suggest($("query"), $("query-suggest"), state.from, state.until);
+  $("query").addEventListener("input", complete);
+  $("query").addEventListener("focus", complete);
   let searchTimer = 0;
   $("search").addEventListener("input", () => {
     clearTimeout(searchTimer);
@@ -359,13 +332,30 @@ function wire() {
       await login($("token").value);
       $("login").hidden = true;
       $("token").value = "";
-      loadedKey = ""; lastSeriesKey = ""; labelCache.names = null; labelCache.values.clear();
+      loadedKey = ""; lastSeriesKey = ""; clearCache();
+      loadTypes();
       apply();
     } catch (err) {
       $("login-error").textContent = err instanceof ApiError ? err.message : String(err);
     }
   });
   window.addEventListener("popstate", () => { state = parseState(location.search); apply(); });
+}
+
+/** Add the profile types the server has data for (beyond the built-in cpu/offcpu) to the picker. */
+async function loadTypes() {
+  try {
+    const r = await fetchJSON("/api/v1/profile-types");
+    const have = new Set([...$("type").options].map((o) => o.value));
+    for (const t of r.types || []) {
+      if (!t || typeof t.name !== "string" || have.has(t.name)) continue;
+      const o = document.createElement("option");
+      o.value = t.name;
+      o.textContent = t.name;
+      $("type").appendChild(o);
+    }
+    $("type").value = state.type;
+  } catch { /* the built-in types stay usable */ }
 }
 
 async function boot() {
@@ -379,6 +369,7 @@ async function boot() {
   try {
     const s = await getSession();
     if (s.auth_required && !s.authenticated) { syncControls(); showLogin(""); return; }
+    loadTypes();
   } catch (e) {
     syncControls();
     handleError(e);

@@ -142,3 +142,14 @@ test("colors: kernel orange family, user hues outside it", () => {
   assert.equal(frameColor("native", "/bin/a", "f", false).startsWith(`hsl(${binaryHue("/bin/a")},`), true);
   assert.equal(decode(simple()).kinds[3], "kernel");
 });
+
+test("selector autocomplete contexts", async () => {
+  const { completionContext, completions } = await import("../autocomplete.js");
+  assert.deepEqual(completionContext(""), { kind: "name", head: "{" });
+  assert.deepEqual(completionContext("{serv"), { kind: "name", head: "{" });
+  assert.deepEqual(completionContext('{service="api", ho'), { kind: "name", head: '{service="api", ' });
+  assert.deepEqual(completionContext('{service=~"ap'), { kind: "value", name: "service", head: '{service=~"' });
+  assert.equal(completionContext('{service="api"'), null);
+  assert.deepEqual(completions(completionContext("{ho"), ["host", "pid"], []), ['{host="', '{pid="']);
+  assert.deepEqual(completions(completionContext('{host="w'), [], ["web-1"]), ['{host="web-1"}']);
+});
