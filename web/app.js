@@ -91,7 +91,10 @@ function syncControls() {
   $("table-view").hidden = state.view !== "table";
   $("sandwich-view").hidden = state.view !== "sandwich";
   $("graph").hidden = state.view === "sandwich";
-  for (const b of $("top-table").querySelectorAll("th button")) b.dataset.active = String(b.dataset.sort === state.sort);
+  for (const b of $("top-table").querySelectorAll("th button")) {
+    b.dataset.active = String(b.dataset.sort === state.sort);
+    b.dataset.dir = state.dir;
+  }
   const dl = new URLSearchParams({ query: apiQuery(state.type, state.query), from: state.from, until: state.until });
   $("dl-pprof").href = `/api/v1/pprof?${dl}`;
   $("dl-pprof").setAttribute("download", `hotpath-${state.type}.pb.gz`);
