@@ -111,54 +111,50 @@ def _clean(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
 
 
-def validate_profile(profile: Profile, config: Mapping[str, Any]) -> int:
-    """Enforce per-profile limits; replace unstorable characters in frames. Returns frames repaired."""
-    n = len(profile.samples)
+def validate_profile(profile: Profile, config: Mapping[str, Any]) -> dict[int, Frame] | None:
+    """Enforce per-profile limits; replace unstorable characters in frames.
+
+    Returns the distinct frame objects by `id()` (storage reuses them instead of walking every
+    stack again), or None when frames were repaired (the objects changed).
+
+    Work is per distinct frame object and per distinct label set, not per frame occurrence: decoders
+    share one Frame per pprof location, so this stays cheap for deep stacks.
+    """
+    samples = profile.samples
+    n = len(samples)
     if n > config["MAX_SAMPLES"]:
         raise ApiError(413, f"profile has {n} samples, over the limit of {config['MAX_SAMPLES']}", "too_many_samples")
-    max_labels, max_depth = config["MAX_LABELS_PER_SAMPLE"], config["MAX_STACK_DEPTH"]
-    label_sets: set[tuple[tuple[str, str], ...]] = set()
-    checked: dict[int, Frame] = {}
-    repaired = 0
-    new_samples: list[Sample] | None = None
-    for i, sample in enumerate(profile.samples):
-        if len(sample.labels) > max_labels:
-            raise ApiError(413, f"sample {i} has {len(sample.labels)} labels, over the limit of {max_labels}",
+    if not n:
+        return {}
+    width = len(profile.sample_types)
+    if any(len(s.values) != width for s in samples):
+        raise ApiError(400, f"a sample's value count differs from the {width} sample types", "bad_profile")
+    deepest = max(map(len, (s.stack for s in samples)))
+    if deepest > config["MAX_STACK_DEPTH"]:
+        raise ApiError(413, f"a stack of {deepest} frames exceeds the limit of {config['MAX_STACK_DEPTH']}",
+                       "stack_too_deep")
+    label_sets = {s.labels for s in samples}
+    if len(label_sets) > config["MAX_DISTINCT_LABEL_SETS"]:
+        raise ApiError(413, f"profile has {len(label_sets)} distinct per-sample label sets, over the limit of "
+                       f"{config['MAX_DISTINCT_LABEL_SETS']}", "too_many_labels")
+    max_labels = config["MAX_LABELS_PER_SAMPLE"]
+    for labels in label_sets:
+        if len(labels) > max_labels:
+            raise ApiError(413, f"a sample has {len(labels)} labels, over the limit of {max_labels}",
                            "too_many_labels")
-        if len(sample.stack) > max_depth:
-            raise ApiError(413, f"sample {i} has a stack of {len(sample.stack)} frames, over the limit of "
-                           f"{max_depth}", "stack_too_deep")
-        if sample.labels not in label_sets:
-            for name, value in sample.labels:
-                check_label(name, value, config, f"sample {i}")
-            label_sets.add(sample.labels)
-            if len(label_sets) > config["MAX_DISTINCT_LABEL_SETS"]:
-                raise ApiError(413, f"profile has over {config['MAX_DISTINCT_LABEL_SETS']} distinct per-sample "
-                               "label sets", "too_many_labels")
-        fixed_stack = None
-        for j, frame in enumerate(sample.stack):
-            good = checked.get(id(frame))
-            if good is None:
-                good = frame
-                if "\x00" in frame.function or "\x00" in frame.binary or not (
-                        _utf8_ok(frame.function) and _utf8_ok(frame.binary)):
-                    good = Frame(_clean(frame.function), _clean(frame.binary), frame.kind, frame.address,
-                                 frame.build_id, frame.filename, frame.line)
-                    repaired += 1
-                checked[id(frame)] = good
-            if good is not frame:
-                if fixed_stack is None:
-                    fixed_stack = list(sample.stack)
-                fixed_stack[j] = good
-        if fixed_stack is not None:
-            if new_samples is None:
-                new_samples = list(profile.samples)
-            new_samples[i] = Sample(tuple(fixed_stack), sample.values, sample.labels)
-        if len(sample.values) != len(profile.sample_types):
-            raise ApiError(400, f"sample {i} has {len(sample.values)} values for {len(profile.sample_types)} "
-                           "sample types", "bad_profile")
-    if new_samples is not None:
-        profile.samples = new_samples
-    if repaired:
-        profile.counters["invalid_utf8_frames"] = profile.counters.get("invalid_utf8_frames", 0) + repaired
-    return repaired
+        for name, value in labels:
+            check_label(name, value, config, "per-sample")
+    frames = {id(f): f for s in samples for f in s.stack}
+    bad = {oid: f for oid, f in frames.items()
+           if "\x00" in f.function or "\x00" in f.binary or not (_utf8_ok(f.function) and _utf8_ok(f.binary))}
+    if not bad:
+        return frames
+    fixed = {oid: Frame(_clean(f.function), _clean(f.binary), f.kind, f.address, f.build_id, f.filename, f.line)
+             for oid, f in bad.items()}
+    profile.samples = [
+        Sample(tuple(fixed.get(id(f), f) for f in s.stack), s.values, s.labels)
+        if any(id(f) in fixed for f in s.stack) else s
+        for s in samples
+    ]
+    profile.counters["invalid_utf8_frames"] = profile.counters.get("invalid_utf8_frames", 0) + len(bad)
+    return None

@@ -74,9 +74,9 @@ def ingest() -> tuple[Response, int]:
                 profile = pprof.decode(body)
             except ProfileError as exc:
                 raise ApiError(400, f"body is not a valid pprof profile: {exc}", "bad_profile") from None
-        validate_profile(profile, cfg)
+        frames = validate_profile(profile, cfg)
         try:
-            result = st.storage.ingest(profile, labels, key)
+            result = st.storage.ingest(profile, labels, key, frames=frames)
         except IngestRejected as exc:
             raise ApiError(422, str(exc), "rejected") from None
     except ApiError as exc:

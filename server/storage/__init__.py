@@ -47,8 +47,9 @@ class Storage:
 
     # -- write ----------------------------------------------------------------------------------
     def ingest(self, profile: Profile, labels: dict[str, str], key: str | None = None,
-               now: float | None = None) -> IngestResult:
-        return _ingest.store(self, profile, labels, key, now)
+               now: float | None = None, frames: dict[int, Frame] | None = None) -> IngestResult:
+        """Store one profile (`frames`: its distinct Frame objects by id(), if already collected)."""
+        return _ingest.store(self, profile, labels, key, now, frames)
 
     # -- read -----------------------------------------------------------------------------------
     def select(self, selector: Selector, t0: int, t1: int) -> Selection:

@@ -101,13 +101,14 @@ class Dictionary:
 
     # -- write side ---------------------------------------------------------------------------
     def assign(
-        self, conn: Connection, stacks_in: list[tuple[Frame, ...]]
+        self, conn: Connection, stacks_in: list[tuple[Frame, ...]], by_obj: dict[int, Frame] | None = None
     ) -> tuple[list[int], dict[Frame, tuple[int, bytes]], dict[tuple[int, ...], int]]:
         """Stack ids for `stacks_in` (inserting new functions/stacks); returns pending cache entries."""
         pending_frames: dict[Frame, tuple[int, bytes]] = {}
         frame_ids = self.frame_ids
         # Decoded profiles share one Frame object per location: work per object, not per frame.
-        by_obj = {id(f): f for stack in stacks_in for f in stack}
+        if by_obj is None:
+            by_obj = {id(f): f for stack in stacks_in for f in stack}
         new_frames: dict[Frame, bytes] = {}
         for frame in by_obj.values():
             if frame not in frame_ids and frame not in new_frames:

@@ -70,7 +70,7 @@ def _inserted(conn: Connection, table, values: dict, keys: list[str]) -> bool:  
 
 
 def store(storage: Storage, profile: Profile, labels: dict[str, str], key: str | None,
-          now: float | None = None) -> IngestResult:
+          now: float | None = None, frames: dict | None = None) -> IngestResult:  # type: ignore[type-arg]
     """Store `profile` under series `labels`; one transaction, committed before returning."""
     now_s = int(now if now is not None else time.time())
     ptype, types, order, main = canonical_columns(profile)
@@ -104,7 +104,7 @@ def store(storage: Storage, profile: Profile, labels: dict[str, str], key: str |
         if key is not None and not _inserted(conn, ingest_keys, key_row, ["key"]):
             return IngestResult("duplicate")
         _touch_series(storage, conn, sid, ptype, labels, sample_types, ts)
-        stack_ids, pending_f, pending_s = storage.dictionary.assign(conn, [s.stack for s in samples])
+        stack_ids, pending_f, pending_s = storage.dictionary.assign(conn, [s.stack for s in samples], frames)
         entries = rows.combine(np.asarray(stack_ids, dtype=np.int64), values,
                                label_idx if has_labels else None)
         row = rows.encode(entries, label_sets if has_labels else None)
