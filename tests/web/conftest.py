@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import sys
 import threading
 import time
@@ -218,6 +217,3 @@ def ui(browser: Any, live_server: LiveServer) -> Iterator[Page]:
     finally:
         context.close()
 
-
-def go_bin_path() -> str | None:
-    return shutil.which("go") or ("/usr/bin/go" if os.path.exists("/usr/bin/go") else None)
