@@ -262,7 +262,7 @@ function runQuery() {
 }
 
 function downloadPNG() {
-  const target = state.view === "sandwich" ? swCallees.canvas : graph.canvas;
+  const target = (state.view === "sandwich" ? swCallees : graph).exportCanvas();
   target.toBlob((blob) => {
     if (!blob) return;
     const a = document.createElement("a");

@@ -153,13 +153,35 @@ export class FlameGraph {
       this.canvas.style.width = `${this.widthPx}px`;
       this.canvas.style.height = `${viewH}px`;
     }
-    const ctx = this.ctx;
+    this.painted = this.paint(this.ctx, dpr, this.scroll.scrollTop, viewH, true);
+    return this.painted;
+  }
+
+  /**
+   * The whole graph (all rows, not only the scrolled-in ones) on a new canvas, for the PNG
+   * download; capped at `maxH` CSS pixels so a 10,000-deep graph cannot exhaust memory.
+   */
+  exportCanvas(maxH = 16000) {
+    const c = document.createElement("canvas");
+    if (!this.m) return c;
+    const h = Math.min(this.contentHeight(), maxH);
+    c.width = this.widthPx;
+    c.height = h;
+    const g = c.getContext("2d");
+    g.fillStyle = this.dark ? "#15171a" : "#ffffff";
+    g.fillRect(0, 0, c.width, c.height);
+    const top = this.orient === "flame" ? Math.max(0, this.contentHeight() - h) : 0;
+    this.paint(g, 1, top, h, false);
+    return c;
+  }
+
+  /** Paint rows visible in [top, top + viewH) of the content onto ctx; returns rectangles painted. */
+  paint(ctx, dpr, top, viewH, clear) {
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.clearRect(0, 0, this.widthPx, viewH);
+    if (clear) ctx.clearRect(0, 0, this.widthPx, viewH);
     ctx.font = FONT;
     ctx.textBaseline = "middle";
     this.charW = ctx.measureText("abcdefghijklmnopqrstuvwxyzABCDEF").width / 32;
-    const top = this.scroll.scrollTop;
     const m = this.m;
     const r = this.r;
     const textColor = this.dark ? "#f2f2f2" : "#1a1a1a";
@@ -209,14 +231,13 @@ export class FlameGraph {
       }
     }
     ctx.globalAlpha = 1;
-    if (this.hover >= 0 && this.hover < r.count) {
+    if (clear && this.hover >= 0 && this.hover < r.count) {
       const k = this.hover;
       const y = this.yOfLevel(m.level[r.node[k]]) - top;
       ctx.strokeStyle = this.dark ? "#fff" : "#000";
       ctx.lineWidth = 1.5;
       ctx.strokeRect(r.px[k] + 0.75, y + 0.75, Math.max(r.pw[k], 1) - 1.5, ROW - 2.5);
     }
-    this.painted = painted;
     return painted;
   }
 

@@ -125,7 +125,10 @@ def test_downloads_pprof_folded_png(ui, go_bin, tmp_path):
         page.locator("#dl-png").click()
     png = tmp_path / "g.png"
     dl.value.save_as(png)
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert (width, height) == (ui.js("() => window.hotpath.graph.widthPx"), 5 * 18), "the whole graph, 5 rows"
 
 
 def test_login_form_and_theme_and_help(browser, live_server):
