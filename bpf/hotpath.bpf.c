@@ -85,7 +85,9 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 #ifdef OFFCPU
 BPF_HASH(offcpu_counts0, struct hp_key, u64, HP_COUNTS_ENTRIES);
 BPF_HASH(offcpu_counts1, struct hp_key, u64, HP_COUNTS_ENTRIES);
-BPF_HASH(start, u32, struct hp_start, HP_START_ENTRIES);
+/* LRU: a task that exits while switched out never switches back in; its entry must age out
+ * instead of filling the map (it did, on a busy host, within a minute). */
+BPF_TABLE("lru_hash", u32, struct hp_start, start, HP_START_ENTRIES);
 
 TRACEPOINT_PROBE(sched, sched_switch)
 {

@@ -109,7 +109,7 @@ class BccSource:
             raise LoaderError(f"BPF program failed to compile or load: {exc}. If headers are "
                               f"the cause: {_headers_hint(platform.release())}") from exc
         if pid_list:
-            table = self._bpf["pid_filter"]
+            table = self._bpf[b"pid_filter"]
             for pid in pid_list:
                 table[table.Key(pid)] = table.Leaf(1)
         try:
@@ -128,7 +128,7 @@ class BccSource:
 
     # -- draining ----------------------------------------------------------------------------
     def _set_control(self, slot: int, value: int) -> None:
-        control = self._bpf["control"]
+        control = self._bpf[b"control"]
         control[ctypes.c_int(slot)] = ctypes.c_uint64(value)
 
     def _stack(self, map_index: int, stack_id: int) -> tuple[tuple[int, ...], int]:
@@ -139,7 +139,7 @@ class BccSource:
         cached = self._stack_cache.get(key)
         if cached is None:
             try:
-                cached = tuple(self._bpf[f"stacks{map_index}"].walk(stack_id))
+                cached = tuple(self._bpf[f"stacks{map_index}".encode()].walk(stack_id))
             except KeyError:
                 return (), -errno.ENOENT
             self._stack_cache[key] = cached
@@ -150,12 +150,11 @@ class BccSource:
         return cached, 0
 
     def _read_counts(self, name: str) -> list[RawCount]:
-        table = self._bpf[name]
-        try:
-            items = list(table.items_lookup_and_delete_batch())
-        except Exception:  # older kernels: no batch ops; the buffer is inactive, so this is safe
-            items = list(table.items())
-            table.clear()
+        table = self._bpf[name.encode()]
+        # Plain read then clear: the buffer is inactive, so nothing lands in between. (The batch
+        # lookup-and-delete op can fail mid-way with entries already deleted: that lost data.)
+        items = list(table.items())
+        table.clear()
         out: list[RawCount] = []
         for key, value in items:
             user, user_err = self._stack(key.stack_map, key.user_stack_id)
@@ -167,7 +166,7 @@ class BccSource:
         return out
 
     def _read_stats(self) -> dict[str, int]:
-        table = self._bpf["stats"]
+        table = self._bpf[b"stats"]
         now = [0] * len(STAT_NAMES)
         for i in range(len(STAT_NAMES)):
             now[i] = int(sum(table[ctypes.c_int(i)]))
@@ -183,7 +182,7 @@ class BccSource:
             return
         new_gen = self._gen + 1
         parity = new_gen & 1
-        self._bpf[f"stacks{parity}"].clear()
+        self._bpf[f"stacks{parity}".encode()].clear()
         self._stack_cache = {k: v for k, v in self._stack_cache.items() if k[0] != parity}
         self._set_control(1, new_gen)
         self._gen = new_gen

@@ -1,0 +1,107 @@
+"""Collector test fixtures: compiled C workloads, a real BPF session, a small real ingest server."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require
+
+WORKLOADS = Path(__file__).parent / "workloads"
+CFLAGS = ["-O1", "-fno-omit-frame-pointer", "-mno-omit-leaf-frame-pointer", "-pthread"]
+
+
+@pytest.fixture(scope="session")
+def build(tmp_path_factory: pytest.TempPathFactory):
+    """Compile `workloads/<name>.c` with frame pointers; returns the binary path."""
+    require(shutil.which("gcc") is not None, "gcc to build the C workloads")
+    out_dir = tmp_path_factory.mktemp("workloads")
+    built: dict[str, Path] = {}
+
+    def _build(name: str) -> Path:
+        if name not in built:
+            exe = out_dir / name
+            subprocess.run(["gcc", *CFLAGS, "-o", str(exe), str(WORKLOADS / f"{name}.c")], check=True)
+            built[name] = exe
+        return built[name]
+
+    return _build
+
+
+def bpf_blocker() -> str | None:
+    if os.geteuid() != 0:
+        return "root for BPF"
+    try:
+        from collector.bpf_loader import import_bcc, preflight
+
+        preflight()
+        import_bcc()
+    except Exception as exc:  # noqa: BLE001 - any loader failure means "no BPF here"
+        return f"BPF (loader: {exc})"
+    return None
+
+
+@pytest.fixture(scope="session")
+def bpf_ready() -> None:
+    blocker = bpf_blocker()
+    require(blocker is None, blocker or "")
+
+
+class IngestRecorder(http.server.ThreadingHTTPServer):
+    """A real HTTP ingest endpoint that records Idempotency-Keys and can fail on demand."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.mode = "ok"  # ok | 500 | 400
+        self.keys: list[str] = []
+        self.stored: dict[str, bytes] = {}
+        self.queries: list[str] = []
+        self.auth: list[str] = []
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: IngestRecorder
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server API
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        key = self.headers.get("Idempotency-Key", "")
+        with self.server.lock:
+            mode = self.server.mode
+            self.server.keys.append(key)
+            self.server.auth.append(self.headers.get("Authorization", ""))
+            self.server.queries.append(self.path)
+            if mode == "ok":
+                status = "duplicate" if key in self.server.stored else "stored"
+                self.server.stored.setdefault(key, body)
+        code = {"ok": 200, "500": 500, "400": 400}[mode]
+        payload = b'{"status": "%s"}' % (status.encode() if mode == "ok" else b"error")
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+@pytest.fixture()
+def ingest_server() -> Iterator[IngestRecorder]:
+    server = IngestRecorder()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
