@@ -147,6 +147,9 @@ async ({url, culling}) => {
     g.hover = -2; g.setHover(h ? h.rect : -1);
     hover.push(performance.now() - s);
   }
+  // full repaint of the visible rows (what a theme change, scroll or search highlight costs)
+  const repaint = [];
+  for (let k = 0; k < 30; k++) { const s = performance.now(); g.drawNow(); repaint.push(performance.now() - s); }
   // zoom: layout + repaint on frames of several depths, then back to the root
   const zoom = [];
   const targets = [];
@@ -156,7 +159,8 @@ async ({url, culling}) => {
   const q = (a, p) => { const b = a.slice().sort((x, y) => x - y); return b[Math.min(b.length - 1, Math.floor(p * b.length))]; };
   window.__keep = g;
   return { nodes: m.n, levels: m.levels, parseMs: tParse, firstMs: tFirst, painted: g.painted,
-           hoverP50: q(hover, 0.5), hoverP95: q(hover, 0.95), zoomP50: q(zoom, 0.5), zoomP95: q(zoom, 0.95),
+           hoverP50: q(hover, 0.5), hoverP95: q(hover, 0.95),
+           repaintP50: q(repaint, 0.5), repaintP95: q(repaint, 0.95), zoomP50: q(zoom, 0.5), zoomP95: q(zoom, 0.95),
            zoomMax: Math.max(...zoom), rects: g.r.count };
 }
 """
@@ -272,8 +276,10 @@ def main() -> int:
     line("JSON.parse baseline", best["parseMs"], None, "ms")
     line("first render (parse+decode+layout+draw)", best["firstMs"], 300, "ms",
          f"  = {best['firstMs'] / max(best['parseMs'], 0.01):.1f}x JSON.parse")
-    line("hover redraw p50", best["hoverP50"], None, "ms")
-    line("hover redraw p95", best["hoverP95"], 16, "ms")
+    line("hover (hit test + overlay outline) p50", best["hoverP50"], None, "ms")
+    line("hover (hit test + overlay outline) p95", best["hoverP95"], 16, "ms")
+    line("full repaint of visible rows p50", best["repaintP50"], None, "ms")
+    line("full repaint of visible rows p95", best["repaintP95"], 16, "ms")
     line("zoom relayout+redraw p50", best["zoomP50"], None, "ms")
     line("zoom relayout+redraw p95", best["zoomP95"], 16, "ms")
     line("no-culling first render (baseline)", naive["firstMs"], None, "ms",

@@ -17,9 +17,17 @@ export class FlameGraph {
     this.spacer.className = "fg-spacer";
     this.canvas = document.createElement("canvas");
     this.canvas.className = "fg-canvas";
-    this.spacer.appendChild(this.canvas);
+    // The hover outline lives on an overlay canvas so moving the pointer never repaints the graph.
+    this.stage = document.createElement("div");
+    this.stage.className = "fg-stage";
+    this.overlay = document.createElement("canvas");
+    this.overlay.className = "fg-overlay";
+    this.stage.appendChild(this.canvas);
+    this.stage.appendChild(this.overlay);
+    this.spacer.appendChild(this.stage);
     scroll.appendChild(this.spacer);
     this.ctx = this.canvas.getContext("2d");
+    this.octx = this.overlay.getContext("2d");
     this.onHover = onHover;
     this.onClick = onClick;
     this.onLeave = onLeave;
@@ -103,6 +111,7 @@ export class FlameGraph {
     if (!this.m) return;
     this.widthPx = Math.max(1, Math.floor(this.scroll.clientWidth || 800));
     layout(this.m, this.r, this.zoom, this.widthPx, this.minPx);
+    this.hover = -1; // rectangle indexes changed
     const contentH = Math.max(1, this.r.levels) * ROW;
     this.spacer.style.height = `${contentH}px`;
     if (this.orient === "flame" && this.scroll.scrollTop === 0 && contentH > this.scroll.clientHeight) {
@@ -226,19 +235,33 @@ export class FlameGraph {
           const maxChars = Math.floor((pw - 6) / this.charW);
           ctx.globalAlpha = Math.max(alpha, 0.6);
           ctx.fillStyle = textColor;
-          ctx.fillText(truncate(label, maxChars), px + 3, y + ROW / 2, pw - 4);
+          ctx.fillText(truncate(label, maxChars), px + 3, y + ROW / 2);
         }
       }
     }
     ctx.globalAlpha = 1;
-    if (clear && this.hover >= 0 && this.hover < r.count) {
-      const k = this.hover;
-      const y = this.yOfLevel(m.level[r.node[k]]) - top;
-      ctx.strokeStyle = this.dark ? "#fff" : "#000";
-      ctx.lineWidth = 1.5;
-      ctx.strokeRect(r.px[k] + 0.75, y + 0.75, Math.max(r.pw[k], 1) - 1.5, ROW - 2.5);
-    }
+    if (clear) this.drawHover();
     return painted;
+  }
+
+  /** Outline the hovered rectangle on the overlay (cheap: the graph itself is not repainted). */
+  drawHover() {
+    const o = this.overlay;
+    const dpr = (typeof window !== "undefined" && window.devicePixelRatio) || 1;
+    if (o.width !== this.canvas.width || o.height !== this.canvas.height) {
+      o.width = this.canvas.width; o.height = this.canvas.height;
+      o.style.width = this.canvas.style.width; o.style.height = this.canvas.style.height;
+    }
+    const g = this.octx;
+    g.setTransform(dpr, 0, 0, dpr, 0, 0);
+    g.clearRect(0, 0, o.width, o.height);
+    const r = this.r;
+    if (!this.m || this.hover < 0 || this.hover >= r.count) return;
+    const k = this.hover;
+    const y = this.yOfLevel(this.m.level[r.node[k]]) - this.scroll.scrollTop;
+    g.strokeStyle = this.dark ? "#fff" : "#000";
+    g.lineWidth = 1.5;
+    g.strokeRect(r.px[k] + 0.75, y + 0.75, Math.max(r.pw[k], 1) - 1.5, ROW - 2.5);
   }
 
   /** Hit at canvas-relative coordinates: {rect, node, group, count, total} or null. */
@@ -261,7 +284,7 @@ export class FlameGraph {
   setHover(k) {
     if (k === this.hover) return;
     this.hover = k;
-    this.drawNow();
+    this.drawHover();
   }
 
   mouseMove(e) {

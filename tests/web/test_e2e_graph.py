@@ -177,7 +177,7 @@ def test_grouped_frames_drill_in_by_prefix(ui):
     before = ui.js("() => window.hotpath.model.n")
     group = ui.js("() => window.hotpath.widestGroup()")
     assert group is not None, "the fleet graph has frames grouped into hatched boxes"
-    box = page.locator("#graph canvas").bounding_box()
+    box = page.locator("#graph canvas.fg-canvas").bounding_box()
     page.mouse.move(box["x"] + group["x"], box["y"] + group["y"])
     tip = page.locator("#tooltip").inner_text()
     assert "click to drill in" in tip
