@@ -230,7 +230,14 @@ function clickFrame(h, e) {
   if (!model) return;
   if (h.group || model.isOther[h.node]) {
     const p = model.parent[h.node];
-    setState({ prefix: pathOf(model, p >= 0 ? p : 0), zoom: [] });
+    const prefix = pathOf(model, p >= 0 ? p : 0);
+    if (!prefix.length) {
+      // Directly under the root there is no narrower prefix to re-query: point at the tools that reach them.
+      setStatus(`These ${h.group ? h.count : "hidden"} frames are each a tiny share of the whole graph: `
+        + "find them with search or the table.");
+      return;
+    }
+    setState({ prefix, zoom: [] });
     return;
   }
   const name = String(model.names[model.nameIdx[h.node]]);
