@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 
 from profiler.model import Frame
 from server import db
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 IngestRejected = _ingest.IngestRejected
 IngestResult = _ingest.IngestResult
 Selection = _query.Selection
+_MAINTENANCE_LOCK = 0x686F7470  # "hotp"
 BUILTIN_TYPES = (("cpu", "nanoseconds"), ("offcpu", "nanoseconds"))
 
 
@@ -132,7 +133,25 @@ class Storage:
 
     # -- maintenance ----------------------------------------------------------------------------
     def maintain(self, now: int | None = None, ahead_days: int = 2) -> dict[str, Any]:
-        """Create partitions ahead, roll up complete buckets, apply retention."""
+        """Create partitions ahead, roll up complete buckets, apply retention.
+
+        Every gunicorn worker (and every server replica) runs this loop; on PostgreSQL an advisory
+        lock lets one of them do a round while the others skip it.
+        """
+        if not db.is_postgres(self.engine):
+            return self._maintain(now, ahead_days)
+        with self.engine.connect() as conn:
+            if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _MAINTENANCE_LOCK}).scalar():
+                conn.rollback()
+                return {"rolled_buckets": 0, "dropped": [], "skipped": True}
+            conn.commit()
+            try:
+                return self._maintain(now, ahead_days)
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MAINTENANCE_LOCK})
+                conn.commit()
+
+    def _maintain(self, now: int | None, ahead_days: int) -> dict[str, Any]:
         now = int(now if now is not None else time.time())
         self.partitions.ensure_ahead(now, ahead_days)
         rolled = _rollup.run(self, now)

@@ -11,13 +11,15 @@ from profiler.flamejson import from_json
 from tests.server.conftest import bearer
 from tests.server.helpers import cpu_profile, offcpu_profile
 
-NOW = int(time.time())
-T_OLD = NOW - 1800  # a batch 30 minutes ago
+NOW = T_OLD = 0  # set by the `loaded` fixture: modules are imported long before they run
 PERIOD = cpu_profile({}).period
 
 
 @pytest.fixture(scope="module")
 def loaded(app: Any) -> Any:
+    global NOW, T_OLD
+    NOW = int(time.time())
+    T_OLD = NOW - 1800  # a batch 30 minutes ago
     storage = app.extensions["hotpath"].storage
     lab = {"main;api;handle": {"pid": "10", "process": "api"}, "main;api;gc": {"pid": "11", "process": "java"}}
     storage.ingest(cpu_profile({"main;api;handle": 6, "main;api;gc": 4}, labels=lab, at=NOW - 60),
@@ -80,7 +82,7 @@ def test_bad_params(client: Any, tokens: dict[str, str], loaded: Any) -> None:
         assert resp.get_json()["error"]
 
 
-def test_max_nodes_and_drill_into_other(client: Any, tokens: dict[str, str], app: Any) -> None:
+def test_max_nodes_and_drill_into_other(client: Any, tokens: dict[str, str], app: Any, loaded: Any) -> None:
     storage = app.extensions["hotpath"].storage
     stacks = {f"main;wide;leaf{i:03d}": 100 - i for i in range(60)}
     storage.ingest(cpu_profile(stacks, at=NOW - 30), {"service": "wide"})

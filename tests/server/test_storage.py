@@ -15,11 +15,13 @@ from server.models import batches, functions, stacks
 from server.storage import IngestRejected, Storage
 from tests.server.helpers import cpu_profile
 
-NOW = int(time.time())
+NOW = 0  # set when the module's storage fixture starts (modules are imported long before they run)
 
 
 @pytest.fixture(scope="module")
 def storage(migrated_url: str) -> Any:
+    global NOW
+    NOW = int(time.time())
     engine = db.make_engine(migrated_url)
     yield Storage(engine, retention_days=30, rollup_grace_s=0)
     engine.dispose()
@@ -59,7 +61,7 @@ def test_round_trip_and_dedup(storage: Storage) -> None:
 
 def test_sql_metacharacters_in_labels(storage: Storage) -> None:
     nasty = "x'); DROP TABLE batches; --\"\\%_"
-    storage.ingest(cpu_profile({"main;q": 1}, labels={"main;q": {"process": nasty}}), {"service": nasty})
+    storage.ingest(cpu_profile({"main;q": 1}, labels={"main;q": {"process": nasty}}, at=NOW), {"service": nasty})
     assert storage.label_values("service", NOW - 3600, NOW + 60) .count(nasty) == 1
     assert nasty in storage.label_values("process", NOW - 3600, NOW + 60)
     got = merged(storage, 'cpu{service=~"x..; DROP TABLE batches; --.*"}', NOW - 3600, NOW + 60)
@@ -100,7 +102,7 @@ def test_concurrent_duplicate_keys_store_once(storage: Storage) -> None:
 
     def send() -> None:
         barrier.wait()
-        results.append(storage.ingest(cpu_profile({"main;dup": 1}), {"service": "dup"}, key="same-key").status)
+        results.append(storage.ingest(cpu_profile({"main;dup": 1}, at=NOW), {"service": "dup"}, key="same-key").status)
 
     threads = [threading.Thread(target=send) for _ in range(8)]
     for t in threads:
@@ -114,7 +116,7 @@ def test_concurrent_duplicate_keys_store_once(storage: Storage) -> None:
 def test_retention(storage: Storage) -> None:
     old = NOW - 33 * 86400
     storage.ingest(cpu_profile({"main;old": 1}, at=old), {"service": "ret"}, now=old)
-    storage.ingest(cpu_profile({"main;new": 1}), {"service": "ret"})
+    storage.ingest(cpu_profile({"main;new": 1}, at=NOW), {"service": "ret"})
     assert "main;old" in merged(storage, 'cpu{service="ret"}', old - 10, NOW + 60)
     result = storage.maintain(now=NOW)
     assert "main;old" not in merged(storage, 'cpu{service="ret"}', old - 10, NOW + 60)
