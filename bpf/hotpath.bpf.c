@@ -4,7 +4,7 @@
  * stacks cross to user space. Two counts buffers per type: user space flips control[BUFFER] and
  * drains the inactive one, so no increment lands between reading and clearing a map. Two stack
  * maps selected by the parity of control[STACKGEN]: user space recycles a stack map only after
- * flipping away from it, so stack ids referenced by pending off-CPU spans stay valid.
+ * flipping away from it, so stacks referenced by pending off-CPU spans stay valid.
  *
  * Options (cflags): -DFILTER_PIDS (only tgids in pid_filter), -DINCLUDE_IDLE, -DOFFCPU,
  * -DMIN_BLOCK_NS=<ns>, map sizes as in hotpath.h.
@@ -17,8 +17,9 @@ BPF_ARRAY(control, u64, 2);
 BPF_PERCPU_ARRAY(stats, u64, HP_STAT_SLOTS);
 BPF_HASH(pid_filter, u32, u8, HP_FILTER_ENTRIES);
 
-BPF_STACK_TRACE(stacks0, HP_STACK_ENTRIES);
-BPF_STACK_TRACE(stacks1, HP_STACK_ENTRIES);
+BPF_HASH(stacks0, u64, struct hp_stack, HP_STACK_ENTRIES);
+BPF_HASH(stacks1, u64, struct hp_stack, HP_STACK_ENTRIES);
+BPF_PERCPU_ARRAY(scratch, struct hp_stack, 2);  /* slot 0: on-CPU, 1: sched_switch */
 
 BPF_HASH(cpu_counts0, struct hp_key, u64, HP_COUNTS_ENTRIES);
 BPF_HASH(cpu_counts1, struct hp_key, u64, HP_COUNTS_ENTRIES);
@@ -49,6 +50,45 @@ static __always_inline int hp_wanted(u32 tgid)
 
 static __always_inline void hp_add(struct hp_key *key, u64 value, u64 buffer, int offcpu);
 
+/* Take one stack into the scratch slot, hash it, store it in stack map `map`.
+ * Returns 0 with *hash set (0 for an empty stack), or a negative errno. */
+static __always_inline int hp_take_stack(void *ctx, int slot, u64 flags, u32 map, u64 *hash)
+{
+    int idx = slot;
+    struct hp_stack *st = scratch.lookup(&idx);
+    *hash = 0;
+    if (!st)
+        return -12;
+    long len = bpf_get_stack(ctx, st->ips, sizeof(st->ips), flags);
+    if (len < 0)
+        return (int)len;
+    u64 n = (u64)len / 8;
+    st->n = n;
+    if (n == 0)
+        return 0;
+    u64 h = 0xcbf29ce484222325ULL ^ n;
+    for (int i = 0; i < HP_MAX_DEPTH; i++) {
+        if (i >= n)
+            break;
+        h = (h ^ st->ips[i]) * 0x100000001b3ULL;
+        h ^= h >> 29;
+    }
+    if (h == 0)
+        h = 1;
+    *hash = h;
+    int err;
+    if (map) {
+        if (stacks1.lookup(&h))
+            return 0;
+        err = stacks1.update(&h, st);
+    } else {
+        if (stacks0.lookup(&h))
+            return 0;
+        err = stacks0.update(&h, st);
+    }
+    return err ? -12 : 0; /* map full: report as -ENOMEM, like the kernel's stack maps */
+}
+
 int on_cpu_sample(struct bpf_perf_event_data *ctx)
 {
     u64 id = bpf_get_current_pid_tgid();
@@ -71,13 +111,8 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
     u64 gen = hp_control(HP_CTL_STACKGEN);
     key.stack_map = gen & 1;
-    if (key.stack_map) {
-        key.kernel_stack_id = stacks1.get_stackid(ctx, 0);
-        key.user_stack_id = stacks1.get_stackid(ctx, BPF_F_USER_STACK);
-    } else {
-        key.kernel_stack_id = stacks0.get_stackid(ctx, 0);
-        key.user_stack_id = stacks0.get_stackid(ctx, BPF_F_USER_STACK);
-    }
+    key.kernel_err = hp_take_stack(ctx, 0, 0, key.stack_map, &key.kernel_stack);
+    key.user_err = hp_take_stack(ctx, 0, BPF_F_USER_STACK, key.stack_map, &key.user_stack);
     hp_add(&key, 1, hp_control(HP_CTL_BUFFER), 0);
     return 0;
 }
@@ -107,8 +142,10 @@ TRACEPOINT_PROBE(sched, sched_switch)
         } else {
             if (gen - then > 1) {
                 /* Its stack map was recycled meanwhile: keep the time, flag the stacks. */
-                key.user_stack_id = HP_STACK_STALE;
-                key.kernel_stack_id = HP_STACK_STALE;
+                key.user_stack = 0;
+                key.kernel_stack = 0;
+                key.user_err = HP_STACK_STALE;
+                key.kernel_err = HP_STACK_STALE;
                 hp_stat(HP_STAT_STALE_STACK);
             }
             hp_add(&key, delta, hp_control(HP_CTL_BUFFER), 1);
@@ -131,13 +168,8 @@ TRACEPOINT_PROBE(sched, sched_switch)
     s.key.cgroup_id = bpf_get_current_cgroup_id();
     bpf_get_current_comm(&s.key.comm, sizeof(s.key.comm));
     s.key.stack_map = gen & 1;
-    if (s.key.stack_map) {
-        s.key.kernel_stack_id = stacks1.get_stackid(args, 0);
-        s.key.user_stack_id = stacks1.get_stackid(args, BPF_F_USER_STACK);
-    } else {
-        s.key.kernel_stack_id = stacks0.get_stackid(args, 0);
-        s.key.user_stack_id = stacks0.get_stackid(args, BPF_F_USER_STACK);
-    }
+    s.key.kernel_err = hp_take_stack(args, 1, 0, s.key.stack_map, &s.key.kernel_stack);
+    s.key.user_err = hp_take_stack(args, 1, BPF_F_USER_STACK, s.key.stack_map, &s.key.user_stack);
     if (start.update(&prev, &s) != 0)
         hp_stat(HP_STAT_START_FULL);
     return 0;

@@ -22,9 +22,9 @@ BPF_SOURCE = BPF_DIR / "hotpath.bpf.c"
 TRACEFS = Path("/sys/kernel/tracing")
 STAT_NAMES = ("idle_samples", "map_full_drops", "start_map_full", "stale_stacks", "bpf_samples",
               "short_blocks")
-STACK_ENTRIES = 32768
+STACK_ENTRIES = 16384
 # Recycle a stack map generation once this share of its entries is in use.
-RECYCLE_FILL = 0.05
+RECYCLE_FILL = 0.6
 # BPF programs run to completion with preemption off; this covers one already past the flip.
 FLIP_GRACE_S = 0.005
 
@@ -121,7 +121,7 @@ class BccSource:
                               "/proc/sys/kernel/perf_event_paranoid and CONFIG_PERF_EVENTS)") from exc
         self._buffer = 0
         self._gen = 0
-        self._stack_cache: dict[tuple[int, int], tuple[int, ...]] = {}
+        self._stack_cache: dict[tuple[int, int], tuple[int, ...]] = {}  # (map, hash) -> ips
         self._ids_in_gen: set[int] = set()
         self._last_ns = clock_ns()
         self._stats_prev = [0] * len(STAT_NAMES)
@@ -131,22 +131,23 @@ class BccSource:
         control = self._bpf[b"control"]
         control[ctypes.c_int(slot)] = ctypes.c_uint64(value)
 
-    def _stack(self, map_index: int, stack_id: int) -> tuple[tuple[int, ...], int]:
-        """Addresses (leaf first) of a stack id, or () and the error (negative id / -ENOENT)."""
-        if stack_id < 0:
-            return (), stack_id
-        key = (map_index, stack_id)
+    def _stack(self, map_index: int, stack_hash: int, err: int) -> tuple[tuple[int, ...], int]:
+        """Addresses (leaf first) of a stored stack, or () and the error (negative errno)."""
+        if err < 0:
+            return (), err
+        if stack_hash == 0:
+            return (), 0  # an empty stack: user-mode sample (kernel side) or kernel thread
+        key = (map_index, stack_hash)
         cached = self._stack_cache.get(key)
         if cached is None:
             try:
-                cached = tuple(self._bpf[f"stacks{map_index}".encode()].walk(stack_id))
+                leaf = self._bpf[f"stacks{map_index}".encode()][ctypes.c_uint64(stack_hash)]
             except KeyError:
                 return (), -errno.ENOENT
+            cached = tuple(leaf.ips[: min(int(leaf.n), len(leaf.ips))])
             self._stack_cache[key] = cached
             if map_index == (self._gen & 1):
-                self._ids_in_gen.add(stack_id)
-        if not cached:
-            return (), -errno.ENOENT
+                self._ids_in_gen.add(stack_hash)
         return cached, 0
 
     def _read_counts(self, name: str) -> list[RawCount]:
@@ -157,8 +158,8 @@ class BccSource:
         table.clear()
         out: list[RawCount] = []
         for key, value in items:
-            user, user_err = self._stack(key.stack_map, key.user_stack_id)
-            kernel, kernel_err = self._stack(key.stack_map, key.kernel_stack_id)
+            user, user_err = self._stack(key.stack_map, key.user_stack, key.user_err)
+            kernel, kernel_err = self._stack(key.stack_map, key.kernel_stack, key.kernel_err)
             out.append(RawCount(
                 tgid=key.tgid, tid=key.tid, comm=key.comm.decode("utf-8", "replace"),
                 cgroup_id=key.cgroup_id, user=user, kernel=kernel, value=int(getattr(value, "value", value)),
