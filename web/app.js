@@ -35,7 +35,8 @@ const timeline = new Timeline($("timeline"), {
 
 function swHandlers(getModel) {
   return {
-    onHover: (h, e) => V.showTooltip($("tooltip"), V.tooltipLines(getModel(), h, 0, null), e.clientX, e.clientY),
+    onHover: (h, e) => V.showTooltip($("tooltip"), V.tooltipLines(getModel(), h, 0, null, model ? model.numTicks : 0),
+      e.clientX, e.clientY),
     onLeave: () => { $("tooltip").hidden = true; },
     onClick: (h) => {
       const m = getModel();
@@ -47,6 +48,7 @@ function swHandlers(getModel) {
 /** Update state; push a history entry (or replace it) and apply. */
 function setState(patch, { replace = false } = {}) {
   state = { ...state, ...patch };
+  $("tooltip").hidden = true; // whatever it described may be gone after this change
   const url = `${location.pathname}${formatState(state)}`;
   if (replace) history.replaceState(null, "", url);
   else history.pushState(null, "", url);

@@ -82,7 +82,7 @@ export class FlameGraph {
       out[j] = frameColor(m.kinds[j] || "", m.binaries[j] || "", String(m.names[j]), this.dark);
     }
     // The root ("total") is no binary's frame: neutral.
-    if (m.n > 0) out[m.nameIdx[0]] = this.dark ? "hsl(220,8%,40%)" : "hsl(220,10%,82%)";
+    if (m.n > 0 && m.nameIdx[0] === 0) out[0] = this.dark ? "hsl(220,8%,40%)" : "hsl(220,10%,82%)";
     return out;
   }
 

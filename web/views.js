@@ -15,9 +15,9 @@ export function el(tag, cls, text) {
 }
 
 /** Tooltip lines for a hit: [title, ...rows]. Pure so it is unit-tested. */
-export function tooltipLines(m, hit, zoomNode, stats) {
+export function tooltipLines(m, hit, zoomNode, stats, allTicks = 0) {
   const unit = m.unit;
-  const all = m.numTicks || 1;
+  const all = allTicks || m.numTicks || 1;
   if (hit.group) {
     return [
       `${hit.count} small frames`,

@@ -153,3 +153,16 @@ test("selector autocomplete contexts", async () => {
   assert.deepEqual(completions(completionContext("{ho"), ["host", "pid"], []), ['{host="', '{pid="']);
   assert.deepEqual(completions(completionContext('{host="w'), [], ["web-1"]), ['{host="web-1"}']);
 });
+
+test("tooltip lines: values, shares of all and of the zoomed frame", async () => {
+  const { tooltipLines } = await import("../views.js");
+  const m = decode(simple());
+  const lines = tooltipLines(m, { node: 4, group: false }, 2, null);
+  assert.equal(lines[0], "leaf");
+  assert.equal(lines[1], "binary: /lib/libc.so · native");
+  assert.ok(lines.includes("total 40 ns (40.0% of all)"), lines.join("|"));
+  assert.ok(lines.includes("66.7% of the zoomed frame"), lines.join("|"));
+  assert.ok(tooltipLines(m, { node: 4, group: false }, 0, null, 400).includes("total 40 ns (10.0% of all)"));
+  const g = tooltipLines(m, { node: 4, group: true, count: 3, total: 5 }, 0, null);
+  assert.equal(g[0], "3 small frames");
+});
