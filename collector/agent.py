@@ -75,17 +75,18 @@ class Agent:
         self.out = out or (lambda line: print(line, file=sys.stderr, flush=True))
         self.metrics = metrics or Metrics()
         self.params = series_params(config)
-        self._reported_drops = 0
         self.intervals = 0
         self.first_ship_at: float | None = None
         self.started_at = clock()
 
     def _spool_profile(self, profile: Profile, kind: str) -> None:
-        drops = self.spool.dropped_batches - self._reported_drops
+        body = pprof.encode(profile)
+        self.spool.make_room(len(body) + 64)  # drop first, so this batch reports those drops too
+        drops = self.spool.take_unreported_drops()
         if drops:
             profile.counters["spool_dropped_batches"] = profile.counters.get("spool_dropped_batches", 0) + drops
-            self._reported_drops = self.spool.dropped_batches
-        self.spool.put(pprof.encode(profile), dict(self.params), kind=kind)
+            body = pprof.encode(profile)
+        self.spool.put(body, dict(self.params), kind=kind, carried_drops=drops)
 
     def tick(self) -> Batch:
         """One interval: drain the source, build profiles, spool them, try to ship everything."""

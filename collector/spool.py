@@ -27,6 +27,7 @@ class SpoolItem:
     params: dict[str, str]
     size: int
     body_path: Path
+    carried_drops: int = 0  # spool_dropped_batches reported inside this batch
 
     def body(self) -> bytes:
         return self.body_path.read_bytes()
@@ -44,6 +45,8 @@ class Spool:
         self.max_bytes = max_bytes
         self.max_rejected = max_rejected
         self.dropped_batches = 0
+        # Drops not yet reported in a batch; a dropped batch hands its own report back here.
+        self.unreported_drops = 0
         self._seq = self._next_seq()
         for tmp in self.dir.glob("*.tmp"):
             tmp.unlink(missing_ok=True)  # a write interrupted by a crash
@@ -64,31 +67,32 @@ class Spool:
                 log.warning("spool: unreadable entry %s moved aside", meta_path.name)
                 self._move_aside(meta_path, body_path)
                 continue
-            out.append(SpoolItem(meta_path.stem, meta["key"], meta["params"], size, body_path))
+            out.append(SpoolItem(meta_path.stem, meta["key"], meta["params"], size, body_path,
+                                 int(meta.get("carried_drops", 0))))
         return out
 
     def size_bytes(self) -> int:
         return sum(i.size for i in self.items())
 
     def put(self, body: bytes, params: dict[str, str], key: str | None = None,
-            kind: str = "batch") -> SpoolItem:
+            kind: str = "batch", carried_drops: int = 0) -> SpoolItem:
         """Store a batch durably (fsync), dropping the oldest ones first if over the bound."""
         key = key or str(uuid.uuid4())
         name = f"{self._seq:012d}-{kind}"
         self._seq += 1
         body_path = self.dir / f"{name}.pb.gz"
         meta_path = self.dir / f"{name}.json"
-        self._make_room(len(body))
-        for path, data in ((body_path, body), (meta_path, json.dumps({"key": key, "params": params}).encode())):
+        self.make_room(len(body))
+        for path, data in ((body_path, body), (meta_path, json.dumps({"key": key, "params": params, "carried_drops": carried_drops}).encode())):
             tmp = path.with_name(path.name + ".tmp")
             with open(tmp, "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
-        return SpoolItem(name, key, params, len(body), body_path)
+        return SpoolItem(name, key, params, len(body), body_path, carried_drops)
 
-    def _make_room(self, incoming: int) -> None:
+    def make_room(self, incoming: int) -> None:
         items = self.items()
         total = sum(i.size for i in items) + incoming
         for item in items:
@@ -97,8 +101,13 @@ class Spool:
             self.remove(item)
             total -= item.size
             self.dropped_batches += 1
+            self.unreported_drops += 1 + item.carried_drops
             log.warning("spool full (%d bytes max): dropped oldest batch %s (%d dropped so far)",
                         self.max_bytes, item.name, self.dropped_batches)
+
+    def take_unreported_drops(self) -> int:
+        n, self.unreported_drops = self.unreported_drops, 0
+        return n
 
     def remove(self, item: SpoolItem) -> None:
         item.body_path.unlink(missing_ok=True)

@@ -22,14 +22,14 @@ CID = "ab" * 32
 def fake_proc(root: Path) -> Path:
     proc = root / "proc"
     p = proc / "4242"
-    p.mkdir(parents=True)
+    p.mkdir(parents=True, exist_ok=True)
     # one executable mapping of a binary that does not exist: frames become `app+0x...`
     (p / "maps").write_text("555555554000-555555556000 r-xp 00001000 08:01 99 /opt/app/app\n")
     (p / "comm").write_text("app\n")
     (p / "status").write_text("Name:\tapp\nNSpid:\t4242\t7\n")
     (p / "cgroup").write_text(f"0::/kubepods/burstable/pod{POD.replace('-', '_')}/cri-containerd-{CID}.scope\n")
     k = proc / "2"
-    k.mkdir()
+    k.mkdir(exist_ok=True)
     (k / "maps").write_text("")
     (k / "comm").write_text("kthreadd\n")
     return proc
