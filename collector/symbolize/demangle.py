@@ -10,6 +10,8 @@ import rust_demangler
 
 # Legacy Rust symbols are Itanium-shaped but end with a 17-char hash segment: `17h<16 hex>E`.
 _RUST_LEGACY = re.compile(r"^_ZN.*17h[0-9a-f]{16}E$")
+# The hash changes with every build; dropping it keeps the function's identity stable.
+_RUST_HASH = re.compile(r"::h[0-9a-f]{16}$")
 
 
 @lru_cache(maxsize=65536)
@@ -17,7 +19,7 @@ def demangle(name: str) -> str:
     """Human-readable name for a mangled symbol; unmangled or undecodable names pass through."""
     if name.startswith("_R") or _RUST_LEGACY.match(name):
         try:
-            return rust_demangler.demangle(name)
+            return _RUST_HASH.sub("", rust_demangler.demangle(name))
         except Exception:  # noqa: BLE001 - the library raises plain Exceptions on bad input
             pass
     if name.startswith("_Z"):

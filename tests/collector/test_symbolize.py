@@ -1,0 +1,119 @@
+"""Symbolization pieces against real files: ELF (PIE) via a live process, demangling, perf maps,
+kallsyms with kptr_restrict, cgroup parsing, unreadable and deleted binaries."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+from collector.processes import ProcessTracker
+from collector.symbolize.demangle import demangle
+from collector.symbolize.elf import load_elf
+from collector.symbolize.kallsyms import KernelSymbols
+from collector.symbolize.perfmap import PerfMap
+from collector.symbolize.procmaps import parse_cgroup, parse_maps
+from collector.symbolize.symbolizer import Symbolizer
+from profiler.model import FrameKind
+
+
+def test_demangle_cpp_and_rust() -> None:
+    assert demangle("_ZN3foo3barEv") == "foo::bar()"
+    assert demangle("_ZN4core3fmt5write17h0123456789abcdefE") == "core::fmt::write"
+    assert demangle("_RNvCs1234_7mycrate4main").endswith("mycrate::main")
+    assert demangle("plain_c") == "plain_c"
+    assert demangle("_Zbroken!!") == "_Zbroken!!"  # undecodable passes through
+
+
+def test_kallsyms_and_kptr_restrict(tmp_path) -> None:
+    good = tmp_path / "k"
+    good.write_text("ffffffff81000000 T _stext\nffffffff81000100 t helper\nffffffff81001000 D data\n")
+    ks = KernelSymbols(good)
+    assert ks.resolve(0xffffffff81000150) == "helper" and not ks.restricted
+    zero = tmp_path / "z"
+    zero.write_text("0000000000000000 T _stext\n0000000000000000 T schedule\n")
+    kz = KernelSymbols(zero)
+    assert kz.restricted and kz.resolve(0xffffffff81000150) is None
+
+
+def test_perfmap_parses_and_reloads(tmp_path) -> None:
+    path = tmp_path / "perf-1.map"
+    path.write_text("1000 100 py::work:/app/x.py\nnot a line\n")
+    pm = PerfMap(path)
+    assert pm.refresh() and pm.resolve(0x1050) == "py::work:/app/x.py" and pm.resolve(0x1100) is None
+    assert pm.bad_lines == 1
+    path.write_text("1000 100 py::work:/app/x.py\n2000 10 LazyCompile:*fn /app/y.js:1\n")
+    pm.refresh()
+    assert pm.resolve(0x2005) == "LazyCompile:*fn /app/y.js:1"
+
+
+def test_cgroup_container_and_pod() -> None:
+    cid = "0123456789abcdef" * 4
+    path, c, pod = parse_cgroup(
+        f"0::/kubepods.slice/kubepods-pod1a2b3c4d_0000_1111_2222_333344445555.slice/cri-containerd-{cid}.scope\n")
+    assert c == cid and pod == "1a2b3c4d-0000-1111-2222-333344445555" and path.startswith("/kubepods")
+    assert parse_cgroup("0::/user.slice/session-1.scope\n")[1:] == ("", "")
+    maps = parse_maps("7f00-7f10 r-xp 00000000 08:01 12 /usr/lib/libc.so.6 (deleted)\nbad\n"
+                      "7f20-7f30 rw-p 00000000 00:00 0\n")
+    assert len(maps) == 1 and maps[0].deleted and maps[0].clean_path == "/usr/lib/libc.so.6"
+
+
+def _symbolizer(pid: int) -> Symbolizer:
+    sym = Symbolizer(None, kernel=KernelSymbols("/dev/null"))  # type: ignore[arg-type]
+    sym.tracker = ProcessTracker(pids=[pid], on_capture=sym.warm)
+    return sym
+
+
+def _addr_of(pid: int, exe: str, name: str, sym: Symbolizer) -> int:
+    """Runtime address of `name` in a live PIE process, from the ELF and its maps (the inverse)."""
+    elf = load_elf(exe)
+    vaddr = elf.addrs[elf.names.index(name)] + 4
+    info = sym.tracker.get(pid)
+    for m in info.maps:
+        for off, seg_vaddr, size in elf.segments:
+            file_off = vaddr - seg_vaddr + off
+            if off <= file_off < off + size and m.offset <= file_off < m.offset + (m.end - m.start):
+                return m.start + file_off - m.offset
+    raise AssertionError("not mapped")
+
+
+def test_pie_binary_resolves_then_survives_deletion_and_exit(build, tmp_path) -> None:
+    exe = tmp_path / "pie_copy"
+    shutil.copy(build("cpu_split"), exe)
+    proc = subprocess.Popen([str(exe), "3"])
+    try:
+        time.sleep(0.3)
+        sym = _symbolizer(proc.pid)
+        addr = _addr_of(proc.pid, str(exe), "path_b", sym)
+        counters: dict[str, int] = {}
+        frame = sym.user_frames(proc.pid, [addr], counters)[0]
+        assert frame.function == "path_b" and frame.kind is FrameKind.NATIVE and frame.build_id
+        # Deleted while running: a fresh symbolizer pins the image through /proc/PID/map_files.
+        exe.unlink()
+        sym2 = _symbolizer(proc.pid)
+        sym2.tracker.poll()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert sym2.user_frames(proc.pid, [addr], counters)[0].function == "path_b"
+    assert counters == {}
+
+
+def test_unreadable_binary_becomes_basename_offset(build, tmp_path) -> None:
+    exe = tmp_path / "gone"
+    shutil.copy(build("cpu_split"), exe)
+    proc = subprocess.Popen([str(exe), "3"])
+    try:
+        time.sleep(0.3)
+        sym = _symbolizer(proc.pid)
+        addr = _addr_of(proc.pid, str(exe), "spin", sym)
+    finally:
+        proc.kill()
+        proc.wait()
+    exe.unlink()
+    exe.write_bytes(b"not an elf")  # replaced after exit: another inode, the image is gone
+    counters: dict[str, int] = {}
+    frame = sym.user_frames(proc.pid, [addr, 0x10], counters)
+    assert frame[0].function.startswith("gone+0x") and frame[0].binary == str(exe)
+    assert frame[1].function == "[unknown]"
+    assert counters["unsymbolized_frames"] == 2
