@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import logging
 import os
 import platform
 import subprocess
@@ -17,6 +18,7 @@ from typing import Any
 
 from collector.source import STACK_STALE, RawCount, RawDrain
 
+log = logging.getLogger("hotpath.collector.bpf")
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 BPF_SOURCE = BPF_DIR / "hotpath.bpf.c"
 TRACEFS = Path("/sys/kernel/tracing")
@@ -209,8 +211,8 @@ class BccSource:
     def close(self) -> None:
         try:
             self._bpf.cleanup()
-        except Exception:  # closing twice or after a failed attach must not raise
-            pass
+        except Exception as exc:  # noqa: BLE001 - closing twice or after a failed attach must not raise
+            log.debug("BPF cleanup: %s", exc)
 
 
 def kernel_stack_is_missed(error: int) -> bool:

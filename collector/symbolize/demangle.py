@@ -20,7 +20,7 @@ def demangle(name: str) -> str:
     if name.startswith("_R") or _RUST_LEGACY.match(name):
         try:
             return _RUST_HASH.sub("", rust_demangler.demangle(name))
-        except Exception:  # noqa: BLE001 - the library raises plain Exceptions on bad input
+        except Exception:  # noqa: BLE001, S110 - plain Exceptions on bad input: try C++ next
             pass
     if name.startswith("_Z"):
         try:

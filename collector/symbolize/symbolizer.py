@@ -139,7 +139,7 @@ class Symbolizer:
             _count(counters, "unsymbolized_frames",
                    "unsymbolized_no_process" if info is None else "unsymbolized_no_mapping")
             return Frame(UNKNOWN, "", FrameKind.UNKNOWN, address=addr)
-        key, syms = self._image_for(pid, m)
+        _key, syms = self._image_for(pid, m)
         file_off = lookup - m.start + m.offset
         vaddr = syms.to_vaddr(file_off) if syms else None
         name = syms.resolve(vaddr) if syms and vaddr is not None else None

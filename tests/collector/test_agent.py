@@ -44,8 +44,9 @@ def make_symbolizer(tmp_path: Path) -> Symbolizer:
 
 
 def count(value: int, **kw) -> RawCount:
-    base = dict(tgid=4242, tid=4243, comm="worker", cgroup_id=1, user=(0x555555555100, 0x555555555200),
-                kernel=(), value=value, user_error=0, kernel_error=-errno.EFAULT)
+    base = {"tgid": 4242, "tid": 4243, "comm": "worker", "cgroup_id": 1,
+            "user": (0x555555555100, 0x555555555200), "kernel": (), "value": value, "user_error": 0,
+            "kernel_error": -errno.EFAULT}
     base.update(kw)
     return RawCount(**base)
 

@@ -1,5 +1,6 @@
 /* Known CPU split across three call paths: path_a 50%, path_b 30%, path_c 20% of the spin work.
- * Usage: cpu_split SECONDS. Built with frame pointers so every stack reaches main. */
+ * Usage: cpu_split SECONDS [ITERATIONS] (a fixed amount of work when ITERATIONS is given).
+ * Built with frame pointers so every stack reaches main. */
 #include <stdlib.h>
 #include <time.h>
 
@@ -21,12 +22,18 @@ __attribute__((noinline)) void path_c(void) { spin(200000); sink++; }
 int main(int argc, char **argv)
 {
     double seconds = argc > 1 ? atof(argv[1]) : 5.0;
+    long iterations = argc > 2 ? atol(argv[2]) : 0;
     struct timespec t0, t;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (;;) {
+    for (long done = 1;; done++) {
         path_a();
         path_b();
         path_c();
+        if (iterations) {
+            if (done >= iterations)
+                break;
+            continue;
+        }
         clock_gettime(CLOCK_MONOTONIC, &t);
         if ((t.tv_sec - t0.tv_sec) + (t.tv_nsec - t0.tv_nsec) / 1e9 >= seconds)
             break;

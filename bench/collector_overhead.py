@@ -1,0 +1,184 @@
+"""Collector overhead, side by side in one run (ratios against a baseline of the same run).
+
+1. Fixed CPU-bound work (tests/collector/workloads/cpu_split.c, fixed iterations): CPU time and
+   wall time with nothing, with `hotpath collector` at 99 and 999 Hz, with `perf record -g` at 99
+   and 999 Hz. Runs are interleaved (round robin) so drift hits every condition alike.
+2. `perf bench sched pipe` (the context-switch worst case) with nothing vs the collector (off-CPU on).
+3. The collector's own CPU% at 19 Hz on this host and its RSS, and seconds from start to the
+   first shipped batch (10 s interval, a local HTTP sink).
+
+Usage: .venv/bin/python bench/collector_overhead.py [--rounds 3] [--iterations 1500] [--steady 30]
+Needs root + BPF; the host is shared, so also read the spread printed next to each figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKLOAD = ROOT / "tests/collector/workloads/cpu_split.c"
+
+
+class Sink(http.server.BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class Collector:
+    """A `hotpath collector` subprocess; ready once its first interval line is printed."""
+
+    def __init__(self, url: str, token: Path, frequency: int, interval: str, offcpu: bool = True) -> None:
+        self.lines: list[tuple[float, str]] = []
+        self.started = time.monotonic()
+        cmd = [sys.executable, "-m", "hotpath", "collector", "--server", url, "--token-file", str(token),
+               "--frequency", str(frequency), "--interval", interval,
+               "--spool-dir", tempfile.mkdtemp(prefix="hp-bench-spool-")]
+        if not offcpu:
+            cmd.append("--no-offcpu")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append((time.monotonic(), line.rstrip()))
+
+    def wait_for(self, pattern: str, timeout: float = 120) -> float:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for t, line in self.lines:
+                if re.search(pattern, line):
+                    return t - self.started
+            if self.proc.poll() is not None:
+                raise SystemExit("collector exited:\n" + "\n".join(l for _, l in self.lines))
+            time.sleep(0.1)
+        raise SystemExit(f"timed out waiting for {pattern!r}")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
+def run_workload(exe: Path, iterations: int, prefix: list[str] | None = None) -> tuple[float, float]:
+    """(cpu seconds of the workload process tree, wall seconds)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run([*(prefix or []), str(exe), "0", str(iterations)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), wall
+
+
+def fmt(values: list[float], base: float) -> str:
+    med = statistics.median(values)
+    spread = (max(values) - min(values)) / med * 100 if med else 0
+    return f"{med:7.3f}s  x{med / base:6.3f}  ({(med / base - 1) * 100:+5.1f}%, spread {spread:4.1f}%)"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--iterations", type=int, default=1500)
+    ap.add_argument("--steady", type=float, default=30.0, help="seconds to measure the idle agent")
+    ap.add_argument("--pipe-loops", type=int, default=200000)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="hp-bench-"))
+    exe = tmp / "cpu_split"
+    subprocess.run(["gcc", "-O1", "-fno-omit-frame-pointer", "-mno-omit-leaf-frame-pointer", "-o", str(exe),
+                    str(WORKLOAD)], check=True)
+    token = tmp / "token"
+    token.write_text("bench\n")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    print(f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
+
+    # 1. fixed CPU-bound work
+    results: dict[str, list[tuple[float, float]]] = {k: [] for k in
+                                                     ("none", "agent 99 Hz", "agent 999 Hz", "perf -g 99 Hz",
+                                                      "perf -g 999 Hz")}
+    for _ in range(args.rounds):
+        results["none"].append(run_workload(exe, args.iterations))
+        for hz in (99, 999):
+            agent = Collector(url, token, hz, "10s")
+            agent.wait_for(r"sampling at")
+            time.sleep(3)  # past BPF compile/load
+            results[f"agent {hz} Hz"].append(run_workload(exe, args.iterations))
+            agent.stop()
+            perf_out = tmp / "perf.data"
+            results[f"perf -g {hz} Hz"].append(run_workload(
+                exe, args.iterations, ["perf", "record", "-q", "-g", "-F", str(hz), "-o", str(perf_out), "--"]))
+    base_cpu = statistics.median(c for c, _ in results["none"])
+    base_wall = statistics.median(w for _, w in results["none"])
+    print(f"\n1. fixed CPU-bound work ({args.iterations} iterations, {args.rounds} interleaved rounds)")
+    print(f"   {'condition':16s} {'workload CPU time':44s} wall time")
+    for name, vals in results.items():
+        print(f"   {name:16s} {fmt([c for c, _ in vals], base_cpu)}   {fmt([w for _, w in vals], base_wall)}")
+
+    # 2. sched pipe
+    def pipe() -> float:
+        out = subprocess.run(["perf", "bench", "sched", "pipe", "-l", str(args.pipe_loops)],
+                             capture_output=True, text=True, check=True).stdout
+        return float(re.search(r"Total time:\s*([\d.]+)", out).group(1))
+
+    pipe_none, pipe_agent = [], []
+    for _ in range(args.rounds):
+        pipe_none.append(pipe())
+        agent = Collector(url, token, 19, "10s")
+        agent.wait_for(r"sampling at")
+        time.sleep(3)
+        pipe_agent.append(pipe())
+        agent.stop()
+    base = statistics.median(pipe_none)
+    print(f"\n2. perf bench sched pipe -l {args.pipe_loops}")
+    print(f"   none             {fmt(pipe_none, base)}")
+    print(f"   agent (off-CPU)  {fmt(pipe_agent, base)}")
+
+    # 3. steady state at 19 Hz
+    agent = Collector(url, token, 19, "10s")
+    first = agent.wait_for(r"shipped=[1-9]")
+    c0, t0 = agent.cpu_seconds(), time.monotonic()
+    time.sleep(args.steady)
+    c1, t1 = agent.cpu_seconds(), time.monotonic()
+    rss = agent.rss_mb()
+    loaded = agent.wait_for(r"loaded in")
+    agent.stop()
+    print(f"\n3. agent at 19 Hz, 10 s interval, off-CPU on (load average {os.getloadavg()[0]:.2f})")
+    print(f"   start -> first shipped batch: {first:.1f} s (BPF compile+load ready at {loaded:.1f} s)")
+    print(f"   steady-state CPU: {(c1 - c0) / (t1 - t0) * 100:.2f}% of one core over {t1 - t0:.0f} s")
+    print(f"   RSS: {rss:.0f} MB")
+    server.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
