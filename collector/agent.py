@@ -76,6 +76,7 @@ class Agent:
         self.metrics = metrics or Metrics()
         self.params = series_params(config)
         self.intervals = 0
+        self.failed_ticks = 0
         self.first_ship_at: float | None = None
         self.started_at = clock()
 
@@ -117,7 +118,7 @@ class Agent:
         while True:
             now = self.clock()
             if now >= next_tick:
-                self.tick()
+                self._safe_tick()
                 next_tick += interval
                 if next_tick <= self.clock():  # a slow tick: skip ahead rather than burst
                     next_tick = self.clock() + interval
@@ -126,8 +127,16 @@ class Agent:
                 break
             if self.clock() >= self.shipper.next_try and self.spool.items():
                 self.shipper.flush(self.spool)
-        self.tick()  # SIGTERM flushes the interval in progress
+        self._safe_tick()  # SIGTERM flushes the interval in progress
         return 0
+
+    def _safe_tick(self) -> None:
+        """A tick that fails (disk full, a bug on odd input) is logged and counted; the agent runs on."""
+        try:
+            self.tick()
+        except Exception:  # noqa: BLE001 - the always-on loop must survive one bad interval
+            self.failed_ticks += 1
+            log.exception("interval failed (%d so far); continuing", self.failed_ticks)
 
 
 def run_agent(config: AgentConfig, stop: threading.Event | None = None,

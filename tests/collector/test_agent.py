@@ -163,3 +163,33 @@ def test_full_spool_drops_oldest_and_counts_it(tmp_path, ingest_server) -> None:
     agent.tick()
     reported = [pprof.decode(b).counters.get("spool_dropped_batches", 0) for b in ingest_server.stored.values()]
     assert sum(reported) == agent.spool.dropped_batches
+
+
+def test_a_failing_interval_does_not_stop_the_agent(tmp_path, ingest_server) -> None:
+    def flaky(i: int) -> RawDrain:
+        if i == 1:
+            raise OSError("exited mid-read")
+        return drains(i)
+
+    world = World(ingest_server, down_from=1e9, down_until=1e9, stop_at=4.5)
+    agent = make_agent(tmp_path, ingest_server, world)
+    agent.source = FakeSource(flaky)
+    assert agent.run() == 0
+    assert agent.failed_ticks == 1 and agent.intervals >= 3
+    assert len(ingest_server.stored) == 2 * agent.intervals
+
+
+def test_metrics_endpoint_serves_collector_counters(tmp_path, ingest_server) -> None:
+    import socket
+    import urllib.request
+
+    world = World(ingest_server, down_from=1e9, down_until=1e9, stop_at=1e9)
+    agent = make_agent(tmp_path, ingest_server, world)
+    agent.tick()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    agent.metrics.serve(f"127.0.0.1:{port}")
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert "hotpath_collector_samples_total 1.0" in text
+    assert "hotpath_collector_shipped_batches_total 2.0" in text
