@@ -38,7 +38,7 @@ from server.storage import query as squery
 
 def flame(storage: Storage, query: str, t0: int, t1: int, max_nodes: int = 2048) -> tuple[float, int, int]:
     started = time.perf_counter()
-    sel = storage.select(parse_selector(query), t0, t1)
+    sel = storage.select(parse_selector(query), t0, t1, all_columns=False)
     doc = render.flame_json(storage, sel, max_nodes, None)
     body = json.dumps(doc)
     return time.perf_counter() - started, sel.rows_read, len(body)
@@ -63,7 +63,7 @@ def replicate_hours(url: str, hour: int, back: int) -> None:
     with db.write(engine) as conn:
         for k in range(1, back + 1):
             shift = k * 3600
-            steps = "(60, 3600)" if k == back else "(3600)"
+            steps = "(60, 600, 3600)" if k == back else "(3600)"
             conn.execute(text(
                 f"INSERT INTO rollups (series_id, step, ts, {cols}) SELECT series_id, step, ts - {shift}, {cols} "
                 f"FROM rollups WHERE ts >= {hour} AND ts < {hour + 3600} AND step IN {steps}"))
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         one_h, rows_1h = timed_runs(storage, query, t0, t1, args.runs)
         # Same-run baseline: identical query with the rollup plan disabled (every raw batch read).
         original = squery.plan_for
-        squery.plan_for = lambda conn, a, b: squery.make_plan(a, b, set(), set())
+        squery.plan_for = lambda conn, a, b: squery.make_plan(a, b, {})
         raw_1h, rows_raw = timed_runs(storage, query, t0, t1, max(3, args.runs // 2))
         squery.plan_for = original
         day, rows_24h = timed_runs(storage, query, t1 - 86400, t1, args.runs)

@@ -110,7 +110,7 @@ def flamegraph() -> Response:
     sel = selector_arg()
     t0, t1 = range_args()
     st = state()
-    selection = st.storage.select(sel, t0, t1)
+    selection = st.storage.select(sel, t0, t1, all_columns=False)
     return jsonify(render.flame_json(st.storage, selection, max_nodes_arg(), prefix_arg()))
 
 
@@ -126,8 +126,8 @@ def diff() -> Response:
     lt = range_args("left_from", "left_until", ("from", "until"))
     rt = range_args("right_from", "right_until", ("from", "until"))
     st = state()
-    left = st.storage.select(left_sel, *lt)
-    right = st.storage.select(right_sel, *rt)
+    left = st.storage.select(left_sel, *lt, all_columns=False)
+    right = st.storage.select(right_sel, *rt, all_columns=False)
     return jsonify(render.diff_json(st.storage, left, right, max_nodes_arg(), prefix_arg()))
 
 
@@ -140,8 +140,8 @@ def wallclock() -> Response:
     sel = selector_arg()
     t0, t1 = range_args()
     st = state()
-    cpu = st.storage.select(Selector("cpu", sel.matchers), t0, t1)
-    off = st.storage.select(Selector("offcpu", sel.matchers), t0, t1)
+    cpu = st.storage.select(Selector("cpu", sel.matchers), t0, t1, all_columns=False)
+    off = st.storage.select(Selector("offcpu", sel.matchers), t0, t1, all_columns=False)
     return jsonify(render.diff_json(st.storage, cpu, off, max_nodes_arg(), prefix_arg(), fmt="wall"))
 
 
@@ -152,7 +152,7 @@ def top() -> Response:
     sel = selector_arg()
     t0, t1 = range_args()
     st = state()
-    return jsonify(render.top_json(st.storage, st.storage.select(sel, t0, t1), int_arg("limit", 100, 1, 100_000)))
+    return jsonify(render.top_json(st.storage, st.storage.select(sel, t0, t1, all_columns=False), int_arg("limit", 100, 1, 100_000)))
 
 
 @bp.get("/pprof")

@@ -53,9 +53,9 @@ class Storage:
         return _ingest.store(self, profile, labels, key, now, frames)
 
     # -- read -----------------------------------------------------------------------------------
-    def select(self, selector: Selector, t0: int, t1: int) -> Selection:
+    def select(self, selector: Selector, t0: int, t1: int, all_columns: bool = True) -> Selection:
         with db.read(self.engine) as conn:
-            return _query.select_merged(conn, selector, t0, t1)
+            return _query.select_merged(conn, selector, t0, t1, all_columns)
 
     def resolve(self, stack_ids: Any) -> dict[int, tuple[Frame, ...]]:
         with db.read(self.engine) as conn:

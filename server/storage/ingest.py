@@ -18,6 +18,7 @@ from profiler.types import MAIN_VALUE, PROFILE_TYPES, profile_type_of
 from server import db
 from server.models import batches, ingest_keys, rollup_buckets, sample_labels, series
 from server.storage import rows
+from server.storage.plan import STEPS
 
 if TYPE_CHECKING:
     from server.storage import Storage
@@ -116,7 +117,7 @@ def store(storage: Storage, profile: Profile, labels: dict[str, str], key: str |
         fresh_labels = _touch_sample_labels(storage, conn, label_sets, ts) if has_labels else []
         if ts < now_s - storage.rollup_grace_s:
             # A late batch for a bucket that may already be rolled up: have it recomputed.
-            for step in (60, 3600):
+            for step in STEPS:
                 conn.execute(delete(rollup_buckets).where(rollup_buckets.c.step == step,
                                                           rollup_buckets.c.ts == ts - ts % step))
     storage.dictionary.committed(pending_f, pending_s)

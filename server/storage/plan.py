@@ -1,22 +1,30 @@
-"""Split a time range into hourly rollups, minute rollups and raw-batch intervals.
+"""Split a time range into rollup buckets (hour, 10 minutes, minute) and raw-batch intervals.
 
 Only buckets that lie wholly inside [from, until) and are marked done are read from rollups, so
 the answer is exactly what the raw batches would give (a batch belongs to the bucket holding its
-start time).
+start time). Coarse tiers cover the middle of a range, finer ones its unaligned edges.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-MINUTE, HOUR = 60, 3600
+MINUTE, TEN_MINUTES, HOUR = 60, 600, 3600
+STEPS = (HOUR, TEN_MINUTES, MINUTE)  # coarse to fine; each divides the one before
 
 
 @dataclass(slots=True)
 class Plan:
-    hours: list[int] = field(default_factory=list)
-    minutes: list[int] = field(default_factory=list)
+    buckets: dict[int, list[int]] = field(default_factory=lambda: {s: [] for s in STEPS})
     raw: list[tuple[int, int]] = field(default_factory=list)  # [start, end) intervals
+
+    @property
+    def hours(self) -> list[int]:
+        return self.buckets[HOUR]
+
+    @property
+    def minutes(self) -> list[int]:
+        return self.buckets[MINUTE]
 
 
 def _add_raw(plan: Plan, start: int, end: int) -> None:
@@ -28,23 +36,31 @@ def _add_raw(plan: Plan, start: int, end: int) -> None:
         plan.raw.append((start, end))
 
 
-def make_plan(t0: int, t1: int, done_hours: set[int], done_minutes: set[int]) -> Plan:
+def make_plan(t0: int, t1: int, done: dict[int, set[int]]) -> Plan:
+    """Cover [t0, t1) with done buckets, coarse first; what no bucket covers is read raw."""
     plan = Plan()
-    hour = t0 - t0 % HOUR
-    while hour < t1:
-        h_end = hour + HOUR
-        if hour >= t0 and h_end <= t1 and hour in done_hours:
-            plan.hours.append(hour)
-        elif not done_minutes and not (hour >= t0 and h_end <= t1):
-            _add_raw(plan, max(hour, t0), min(h_end, t1))
-        else:
-            minute = max(hour, t0 - t0 % MINUTE)
-            while minute < min(h_end, t1):
-                m_end = minute + MINUTE
-                if minute >= t0 and m_end <= t1 and minute in done_minutes:
-                    plan.minutes.append(minute)
-                else:
-                    _add_raw(plan, max(minute, t0), min(m_end, t1))
-                minute = m_end
-        hour = h_end
+    # An explicit stack (no recursion), items popped in time order: (start, end, tier), where
+    # tier -1 marks a done bucket and tier == len(STEPS) a raw interval.
+    work: list[tuple[int, int, int]] = [(t0, t1, 0)]
+    while work:
+        a, b, tier = work.pop()
+        if tier == -1:
+            plan.buckets[b - a].append(a)
+            continue
+        while tier < len(STEPS) and not done.get(STEPS[tier]):
+            tier += 1
+        if tier == len(STEPS):
+            _add_raw(plan, a, b)
+            continue
+        step = STEPS[tier]
+        pieces: list[tuple[int, int, int]] = []
+        start = a - a % step
+        while start < b:
+            end = start + step
+            if start >= a and end <= b and start in done[step]:
+                pieces.append((start, end, -1))
+            else:
+                pieces.append((max(start, a), min(end, b), tier + 1))
+            start = end
+        work.extend(reversed(pieces))
     return plan

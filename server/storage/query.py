@@ -14,7 +14,7 @@ from profiler.model import ValueType
 from profiler.types import CPU, MAIN_VALUE
 from server.models import batches, rollup_buckets, rollups, series
 from server.storage import rows
-from server.storage.plan import HOUR, MINUTE, Plan, make_plan
+from server.storage.plan import HOUR, STEPS, Plan, make_plan
 
 if TYPE_CHECKING:
     from profiler.selector import Selector
@@ -82,12 +82,11 @@ def _entry_mask(entries: rows.Entries, matchers: list[Any]) -> np.ndarray | None
 
 
 def plan_for(conn: Connection, t0: int, t1: int) -> Plan:
-    done_h: set[int] = set()
-    done_m: set[int] = set()
+    done: dict[int, set[int]] = {step: set() for step in STEPS}
     for step, ts in conn.execute(select(rollup_buckets.c.step, rollup_buckets.c.ts).where(
             rollup_buckets.c.ts >= t0 - HOUR, rollup_buckets.c.ts < t1)):
-        (done_h if step == HOUR else done_m).add(int(ts))
-    return make_plan(t0, t1, done_h, done_m)
+        done.setdefault(int(step), set()).add(int(ts))
+    return make_plan(t0, t1, done)
 
 
 def _row_queries(plan: Plan, series_ids: list[int]) -> list[Any]:
@@ -96,7 +95,7 @@ def _row_queries(plan: Plan, series_ids: list[int]) -> list[Any]:
         cols = [batches.c[c] for c in _DATA]
         ranges = or_(*[and_(batches.c.ts >= a, batches.c.ts < b) for a, b in plan.raw])
         queries.append(select(*cols).where(batches.c.series_id.in_(series_ids), ranges))
-    for step, buckets in ((MINUTE, plan.minutes), (HOUR, plan.hours)):
+    for step, buckets in plan.buckets.items():
         if buckets:
             cols = [rollups.c[c] for c in _DATA]
             queries.append(select(*cols).where(rollups.c.series_id.in_(series_ids), rollups.c.step == step,
@@ -104,8 +103,12 @@ def _row_queries(plan: Plan, series_ids: list[int]) -> list[Any]:
     return queries
 
 
-def select_merged(conn: Connection, selector: Selector, t0: int, t1: int) -> Selection:
-    """Merge everything `selector` picks in [t0, t1) into per-stack sums."""
+def select_merged(conn: Connection, selector: Selector, t0: int, t1: int, all_columns: bool = True) -> Selection:
+    """Merge everything `selector` picks in [t0, t1) into per-stack sums.
+
+    Rollups carry no per-sample labels, so a selection that filters on them reads raw batches.
+    With `all_columns=False` only the main value is summed (flame graphs need nothing else).
+    """
     ptype = selector.profile_type or CPU
     matched: dict[int, tuple[SeriesRow, list[Any]]] = {}
     for s in load_series(conn, ptype, t0, t1):
@@ -120,7 +123,8 @@ def select_merged(conn: Connection, selector: Selector, t0: int, t1: int) -> Sel
         return empty
     # Series with other sample-type layouts (foreign producers) are merged only if they agree.
     matched = {sid: v for sid, v in matched.items() if v[0].sample_types == types}
-    plan = plan_for(conn, t0, t1)
+    per_sample = any(rest for _s, rest in matched.values())
+    plan = make_plan(t0, t1, {}) if per_sample else plan_for(conn, t0, t1)
     ids_parts: list[np.ndarray] = []
     val_parts: list[np.ndarray] = []
     counters: dict[str, int] = defaultdict(int)
@@ -131,10 +135,13 @@ def select_merged(conn: Connection, selector: Selector, t0: int, t1: int) -> Sel
             n_rows += 1
             entries = rows.decode(r)
             mask = _entry_mask(entries, matched[int(r.series_id)][1])
+            values = entries.values if all_columns else entries.values[:, main:main + 1]
             if mask is not None:
-                entries = rows.Entries(entries.stack_ids[mask], entries.values[mask])
-            ids_parts.append(entries.stack_ids)
-            val_parts.append(entries.values)
+                ids_parts.append(entries.stack_ids[mask])
+                val_parts.append(values[mask])
+            else:
+                ids_parts.append(entries.stack_ids)
+                val_parts.append(values)
             periods[int(r.period)] += 1
             if r.counters:
                 for k, v in json.loads(r.counters).items():
@@ -143,8 +150,13 @@ def select_merged(conn: Connection, selector: Selector, t0: int, t1: int) -> Sel
         empty.rows_read = n_rows
         return empty
     uniq, sums = rows.sum_by_id(np.concatenate(ids_parts), np.concatenate(val_parts))
-    keep = sums[:, main] != 0 if sums.size else np.zeros(0, bool)
+    col = main if all_columns else 0
+    keep = sums[:, col] != 0 if sums.size else np.zeros(0, bool)
     period = max(periods.items(), key=lambda kv: kv[1])[0] if periods else 0
+    if not all_columns:  # expose the main value at its usual index; other columns stay zero
+        full = np.zeros((int(keep.sum()), len(types)), dtype=np.int64)
+        full[:, main] = sums[keep, 0]
+        return Selection(ptype, types, main, uniq[keep], full, period, dict(counters), n_rows)
     return Selection(ptype, types, main, uniq[keep], sums[keep], period, dict(counters), n_rows)
 
 

@@ -8,12 +8,13 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
+import numpy as np
 from sqlalchemy import and_, delete, insert, select
 
 from server import db
 from server.models import batches, rollup_buckets, rollups
 from server.storage import rows
-from server.storage.plan import HOUR, MINUTE
+from server.storage.plan import MINUTE, STEPS
 
 if TYPE_CHECKING:
     from server.storage import Storage
@@ -24,9 +25,15 @@ _COLS = ("series_id", "n_entries", "total", "period", "duration_ns", "stack_ids"
 
 
 def _merge_rows(source: list) -> dict:  # type: ignore[type-arg]
+    """One rollup row from several rows: per-stack sums, per-sample labels dropped.
+
+    Dropping labels keeps a rollup row at one entry per distinct stack (PIDs would multiply it);
+    selections that filter on per-sample labels read raw batches instead.
+    """
     parts = [rows.decode(r) for r in source]
-    merged = rows.merge_entries(parts)
-    out = rows.encode(merged, [tuple(sorted(ls.items())) for ls in merged.label_sets] if merged.label_sets else None)
+    merged = rows.combine(np.concatenate([p.stack_ids for p in parts]), np.concatenate([p.values for p in parts]),
+                          None)
+    out = rows.encode(merged, None)
     counters: dict[str, int] = defaultdict(int)
     for r in source:
         for k, v in json.loads(r.counters or "{}").items():
@@ -42,8 +49,9 @@ def roll_bucket(storage: Storage, step: int, start: int) -> int:
     if step == MINUTE:
         src, where = batches, and_(batches.c.ts >= start, batches.c.ts < start + step)
     else:
+        finer = STEPS[STEPS.index(step) + 1]
         src = rollups
-        where = and_(rollups.c.step == MINUTE, rollups.c.ts >= start, rollups.c.ts < start + step)
+        where = and_(rollups.c.step == finer, rollups.c.ts >= start, rollups.c.ts < start + step)
     storage.partitions.ensure_day(start)
     written = 0
     with db.write(storage.engine) as conn:
@@ -72,7 +80,7 @@ def run(storage: Storage, now: int | None = None, lookback_s: int = 2 * 86400, l
     if lo is None:
         return 0
     count = 0
-    for step in (MINUTE, HOUR):
+    for step in reversed(STEPS):  # fine to coarse: each tier is built from the one below
         start = int(lo) - int(lo) % step
         while start + step <= horizon and count < limit:
             if (step, start) not in done:

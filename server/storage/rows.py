@@ -109,6 +109,10 @@ def sum_by_id(stack_ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np
     out = np.zeros((uniq.size, values.shape[1]), dtype=np.int64)
     for j in range(values.shape[1]):
         col = values[:, j]
+        top = int(col.max()) if col.size else 0
+        if top * col.size < 2**53 and int(col.min()) >= 0:  # every partial sum is exact in float64
+            out[:, j] = np.bincount(inverse, weights=col, minlength=uniq.size).astype(np.int64)
+            continue
         lo = np.bincount(inverse, weights=(col & 0xFFFFF), minlength=uniq.size)
         hi = np.bincount(inverse, weights=(col >> 20), minlength=uniq.size)
         out[:, j] = (hi.astype(np.int64) << 20) + lo.astype(np.int64)
