@@ -134,7 +134,7 @@ class Agent:
         """A tick that fails (disk full, a bug on odd input) is logged and counted; the agent runs on."""
         try:
             self.tick()
-        except Exception:  # noqa: BLE001 - the always-on loop must survive one bad interval
+        except Exception:
             self.failed_ticks += 1
             log.exception("interval failed (%d so far); continuing", self.failed_ticks)
 
