@@ -109,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
             storage.engine.dispose()
             replicate_hours(url, hour, 23)
         storage = Storage(db.make_engine(url), rollup_grace_s=0)
+        if args.db:  # the loaded hour is the newest one in the database
+            with storage.engine.connect() as conn:
+                newest = int(conn.execute(text("SELECT max(ts) FROM batches")).scalar())
+            hour = newest - newest % 3600
         query = "cpu{}"
         t1 = hour + args.minutes * 60 - 30  # unaligned: minute and raw edges are exercised too
         t0 = t1 - 3600
