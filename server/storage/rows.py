@@ -69,32 +69,6 @@ def decode(row: Any) -> Entries:
     return Entries(ids, vals)
 
 
-def merge_entries(parts: list[Entries]) -> Entries:
-    """Concatenate decoded rows (re-interning label sets) and combine repeats, for rollups."""
-    if not parts:
-        return Entries(np.zeros(0, np.int64), np.zeros((0, 0), np.int64))
-    interned: dict[str, int] = {}
-    sets: list[dict[str, str]] = []
-    ids, vals, labs = [], [], []
-    any_labels = any(p.label_sets for p in parts)
-    for part in parts:
-        ids.append(part.stack_ids)
-        vals.append(part.values)
-        if any_labels:
-            mapping = []
-            for ls in part.label_sets or [{}]:
-                key = json.dumps(ls, sort_keys=True)
-                if key not in interned:
-                    interned[key] = len(sets)
-                    sets.append(ls)
-                mapping.append(interned[key])
-            local = part.label_idx if part.label_idx is not None else np.zeros(part.stack_ids.size, np.int64)
-            labs.append(np.asarray(mapping, dtype=np.int64)[local])
-    merged = combine(np.concatenate(ids), np.concatenate(vals), np.concatenate(labs) if any_labels else None)
-    merged.label_sets = sets
-    return merged
-
-
 def sum_by_id(stack_ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Exact int64 per-stack sums of a value matrix, vectorized.
 
