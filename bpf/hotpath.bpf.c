@@ -168,8 +168,12 @@ TRACEPOINT_PROBE(sched, sched_switch)
     s.key.cgroup_id = bpf_get_current_cgroup_id();
     bpf_get_current_comm(&s.key.comm, sizeof(s.key.comm));
     s.key.stack_map = gen & 1;
+#ifndef OFFCPU_NO_KERNEL_STACK
     s.key.kernel_err = hp_take_stack(args, 1, 0, s.key.stack_map, &s.key.kernel_stack);
+#endif
+#ifndef OFFCPU_NO_USER_STACK
     s.key.user_err = hp_take_stack(args, 1, BPF_F_USER_STACK, s.key.stack_map, &s.key.user_stack);
+#endif
     if (start.update(&prev, &s) != 0)
         hp_stat(HP_STAT_START_FULL);
     return 0;

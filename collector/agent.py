@@ -40,6 +40,7 @@ class AgentConfig:
     interval_s: float = 10.0
     offcpu: bool = True
     min_block_ns: int = 1_000_000
+    offcpu_kernel_stacks: bool = False
     service: str = ""
     host: str = ""
     pids: tuple[int, ...] = ()
@@ -149,9 +150,10 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None,
     symbolizer = Symbolizer(None)  # type: ignore[arg-type]
     tracker = ProcessTracker(pids=config.pids or None, on_capture=symbolizer.warm)
     symbolizer.tracker = tracker
-    tracker.start()
+    tracker.start(interval_s=0.5)
     source = BccSource(frequency=config.frequency, offcpu=config.offcpu,
-                       min_block_ns=config.min_block_ns, pids=config.pids)
+                       min_block_ns=config.min_block_ns, pids=config.pids,
+                       offcpu_kernel_stacks=config.offcpu_kernel_stacks)
     spool = Spool(config.spool_dir, config.spool_max_bytes)
     shipper = Shipper(config.server, config.token)
     metrics = Metrics()

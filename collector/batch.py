@@ -112,6 +112,7 @@ def build_batch(drain: RawDrain, sym: Symbolizer, frequency: int, offcpu: bool) 
             if drain.stats.get(name):
                 off.counters[name] = drain.stats[name]
     sym.end_drain()
-    sym.tracker.after_drain()
+    for pid in sym.tracker.after_drain():
+        sym.forget(pid)
     missed = cpu.counters.get("missed_stacks", 0) + (off.counters.get("missed_stacks", 0) if off else 0)
     return Batch(cpu=cpu, offcpu=off, samples=samples, unique_stacks=unique, missed=missed)

@@ -80,12 +80,15 @@ def import_bcc() -> Any:
 
 
 def build_cflags(offcpu: bool, min_block_ns: int, pids: Iterable[int] | None,
-                 include_idle: bool = False) -> list[str]:
+                 include_idle: bool = False, offcpu_kernel_stacks: bool = False) -> list[str]:
     """The -D options selecting program features; never string replacement in the C text."""
     flags = [f"-I{BPF_DIR}", f"-DMIN_BLOCK_NS={int(min_block_ns)}ULL",
              f"-DHP_STACK_ENTRIES={STACK_ENTRIES}"]
     if offcpu:
         flags.append("-DOFFCPU")
+        if not offcpu_kernel_stacks:
+            # A kernel unwind at every context switch roughly doubled `perf bench sched pipe`.
+            flags.append("-DOFFCPU_NO_KERNEL_STACK")
     if pids:
         flags.append("-DFILTER_PIDS")
     if include_idle:
@@ -93,11 +96,19 @@ def build_cflags(offcpu: bool, min_block_ns: int, pids: Iterable[int] | None,
     return flags
 
 
+def _malloc_trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to trim
+
+
 class BccSource:
     """The real stack source: on-CPU perf events on every CPU plus the sched_switch tracepoint."""
 
     def __init__(self, frequency: int = 19, offcpu: bool = True, min_block_ns: int = 1_000_000,
-                 pids: Iterable[int] | None = None, clock_ns: Any = time.time_ns) -> None:
+                 pids: Iterable[int] | None = None, clock_ns: Any = time.time_ns,
+                 offcpu_kernel_stacks: bool = False) -> None:
         preflight()
         bcc = import_bcc()
         self.frequency = frequency
@@ -106,7 +117,9 @@ class BccSource:
         pid_list = sorted(set(pids or ()))
         try:
             self._bpf = bcc.BPF(src_file=str(BPF_SOURCE).encode(),
-                                cflags=build_cflags(offcpu, min_block_ns, pid_list))
+                                cflags=build_cflags(offcpu, min_block_ns, pid_list,
+                                                    offcpu_kernel_stacks=offcpu_kernel_stacks))
+            _malloc_trim()  # hand LLVM's compile-time heap back to the OS (RSS)
         except Exception as exc:  # BCC raises bare Exception on compile/load failure
             raise LoaderError(f"BPF program failed to compile or load: {exc}. If headers are "
                               f"the cause: {_headers_hint(platform.release())}") from exc

@@ -82,6 +82,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-offcpu", action="store_true", help="disable off-CPU (sched_switch) profiling")
     p.add_argument("--min-block", type=min_block, default=1_000_000,
                    help="shortest off-CPU span recorded (default 1ms)")
+    p.add_argument("--offcpu-kernel-stacks", action="store_true",
+                   help="also take kernel stacks at each switch-out (costs ~1 us per context switch)")
     p.add_argument("--service", default="", help="service label (default: the host name)")
     p.add_argument("--host", default="", help="host label (default: the host name)")
     p.add_argument("--label", type=_label, action="append", default=[], help="extra series label name=value")
@@ -97,6 +99,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--frequency", type=frequency, default=99, help="samples per second (1-1000)")
     r.add_argument("--type", choices=("cpu", "offcpu"), default="cpu")
     r.add_argument("--min-block", type=min_block, default=1_000_000, help="shortest off-CPU span")
+    r.add_argument("--offcpu-kernel-stacks", action="store_true", help="kernel stacks for off-CPU too")
     r.add_argument("--pid", type=positive_int, action="append", default=[], help="only these processes")
     r.add_argument("--folded", action="store_true", help="write folded stacks instead of pprof")
     r.add_argument("-o", "--output", required=True, help="output file (pprof .pb.gz, or folded text)")
@@ -124,6 +127,7 @@ def run_collector(args: argparse.Namespace) -> int:
         raise CommandError(f"--server {args.server!r} must be an http:// or https:// URL")
     config = AgentConfig(server=args.server, token=token, frequency=args.frequency,
                          interval_s=args.interval, offcpu=not args.no_offcpu, min_block_ns=args.min_block,
+                         offcpu_kernel_stacks=args.offcpu_kernel_stacks,
                          service=args.service, host=args.host, pids=tuple(args.pid),
                          spool_dir=args.spool_dir, spool_max_bytes=args.spool_max_mb * 1024 * 1024,
                          metrics_addr=args.metrics_addr, extra_labels=dict(args.label))
@@ -141,4 +145,4 @@ def run_record(args: argparse.Namespace) -> int:
     from collector.record import record
 
     return record(args.duration, args.frequency, args.type, args.pid, args.output, args.folded,
-                  args.min_block, out=sys.stderr)
+                  args.min_block, out=sys.stderr, offcpu_kernel_stacks=args.offcpu_kernel_stacks)

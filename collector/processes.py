@@ -18,7 +18,7 @@ from collector.symbolize.procmaps import PROC, ProcessInfo, capture
 class ProcessTracker:
     """pid -> latest `ProcessInfo`, captured while the process lives."""
 
-    def __init__(self, proc: Path = PROC, pids: Iterable[int] | None = None, young_s: float = 3.0,
+    def __init__(self, proc: Path = PROC, pids: Iterable[int] | None = None, young_s: float = 2.5,
                  clock: Callable[[], float] = time.monotonic,
                  on_capture: Callable[[ProcessInfo], None] | None = None) -> None:
         self.proc = proc
@@ -87,14 +87,16 @@ class ProcessTracker:
                 return self._infos.get(pid)
         return info
 
-    def after_drain(self) -> None:
+    def after_drain(self) -> list[int]:
         """Forget processes that were already dead before the drain that just finished."""
         with self._lock:
             dead = {pid for pid, info in self._infos.items() if not info.alive}
-            for pid in dead - self._dead_since_drain:
+            gone = sorted(dead - self._dead_since_drain)
+            for pid in gone:
                 self._infos.pop(pid, None)
                 self._first_seen.pop(pid, None)
             self._dead_since_drain = set()
+        return gone
 
     def __len__(self) -> int:
         return len(self._infos)

@@ -17,7 +17,7 @@ from profiler import folded, pprof
 
 
 def record(duration_s: float, frequency: int, ptype: str, pids: Sequence[int], output: str,
-           as_folded: bool, min_block_ns: int, out: TextIO) -> int:
+           as_folded: bool, min_block_ns: int, out: TextIO, offcpu_kernel_stacks: bool = False) -> int:
     """Sample for `duration_s` (Ctrl-C/SIGTERM stops early and still writes), then write the file."""
     from hotpath.cli import CommandError
 
@@ -27,10 +27,10 @@ def record(duration_s: float, frequency: int, ptype: str, pids: Sequence[int], o
     symbolizer = Symbolizer(None)  # type: ignore[arg-type]
     tracker = ProcessTracker(pids=pids or None, on_capture=symbolizer.warm)
     symbolizer.tracker = tracker
-    tracker.start()
+    tracker.start(interval_s=0.5)
     try:
         source = BccSource(frequency=frequency, offcpu=ptype == "offcpu", min_block_ns=min_block_ns,
-                           pids=pids)
+                           pids=pids, offcpu_kernel_stacks=offcpu_kernel_stacks)
     except LoaderError as exc:
         tracker.stop()
         raise CommandError(str(exc)) from None

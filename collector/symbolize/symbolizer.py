@@ -43,6 +43,7 @@ class Symbolizer:
         self._pinned: dict[tuple[int, int], str] = {}  # (pid, mapping start) -> image key
         self._perfmaps: LRU[int, PerfMap] = LRU(256)
         self._refreshed: set[int] = set()
+        self._checked: set[tuple[int, int, str]] = set()  # (pid, start, path) already warmed
 
     # -- ELF images --------------------------------------------------------------------------
     def _candidates(self, pid: int, m: Mapping) -> list[str]:
@@ -82,8 +83,10 @@ class Symbolizer:
         """Load the images of a freshly captured process while its files are still reachable."""
         with self._lock:
             for m in info.maps:
-                if not m.clean_path.startswith("/") or (info.pid, m.start) in self._pinned:
+                ident = (info.pid, m.start, m.path)  # the path gains " (deleted)" when unlinked
+                if not m.clean_path.startswith("/") or ident in self._checked:
                     continue
+                self._checked.add(ident)
                 try:
                     host_same = not m.deleted and os.stat(m.clean_path).st_ino == m.inode
                 except OSError:
@@ -95,6 +98,9 @@ class Symbolizer:
         with self._lock:
             for key in [k for k in self._pinned if k[0] == pid]:
                 del self._pinned[key]
+            for ident in [k for k in self._checked if k[0] == pid]:
+                self._checked.discard(ident)
+            self._perfmaps.pop(pid)
 
     # -- frames ------------------------------------------------------------------------------
     def kernel_frames(self, addrs: Sequence[int], counters: Counters) -> list[Frame]:

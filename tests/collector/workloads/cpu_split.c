@@ -15,9 +15,9 @@ __attribute__((noinline)) void spin(long n)
     sink = x[0];
 }
 
-__attribute__((noinline)) void path_a(void) { spin(500000); sink++; }
-__attribute__((noinline)) void path_b(void) { spin(300000); sink++; }
-__attribute__((noinline)) void path_c(void) { spin(200000); sink++; }
+__attribute__((noinline)) void path_a(void) { spin(100000); sink++; }
+__attribute__((noinline)) void path_b(void) { spin(100000); sink++; }
+__attribute__((noinline)) void path_c(void) { spin(100000); sink++; }
 
 int main(int argc, char **argv)
 {
@@ -26,9 +26,9 @@ int main(int argc, char **argv)
     struct timespec t0, t;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (long done = 1;; done++) {
-        path_a();
-        path_b();
-        path_c();
+        /* 5:3:2 in short interleaved chunks, so no sampling period can alias with one path. */
+        path_a(); path_b(); path_a(); path_c(); path_a();
+        path_b(); path_a(); path_c(); path_a(); path_b();
         if (iterations) {
             if (done >= iterations)
                 break;
