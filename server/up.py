@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -97,6 +98,11 @@ def run_up(args: argparse.Namespace) -> int:
     engine.dispose()
     del ingest_token  # the collector reads it from the file
     base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+
+    def _terminate(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops both children like Ctrl-C does
+
+    signal.signal(signal.SIGTERM, _terminate)
     python = sys.executable
     server = subprocess.Popen([python, "-m", "hotpath", "server", "--data-dir", str(ddir), "--bind", args.bind])
     collector: subprocess.Popen | None = None
@@ -107,7 +113,8 @@ def run_up(args: argparse.Namespace) -> int:
         blocker = "--no-collector given" if args.no_collector else collector_blocker()
         if blocker is None:
             collector = subprocess.Popen([python, "-m", "hotpath", "collector", "--server", base,
-                                          "--token-file", str(ddir / "collector.token")])
+                                          "--token-file", str(ddir / "collector.token"),
+                                          "--spool-dir", str(ddir / "spool")])
             time.sleep(3)
             if collector.poll() is not None:
                 blocker = f"the collector exited with status {collector.returncode} (see its messages above)"
