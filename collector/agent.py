@@ -151,9 +151,13 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None,
     tracker = ProcessTracker(pids=config.pids or None, on_capture=symbolizer.warm)
     symbolizer.tracker = tracker
     tracker.start(interval_s=0.5)
-    source = BccSource(frequency=config.frequency, offcpu=config.offcpu,
-                       min_block_ns=config.min_block_ns, pids=config.pids,
-                       offcpu_kernel_stacks=config.offcpu_kernel_stacks)
+    try:
+        source = BccSource(frequency=config.frequency, offcpu=config.offcpu,
+                           min_block_ns=config.min_block_ns, pids=config.pids,
+                           offcpu_kernel_stacks=config.offcpu_kernel_stacks)
+    except Exception:
+        tracker.stop()
+        raise
     spool = Spool(config.spool_dir, config.spool_max_bytes)
     shipper = Shipper(config.server, config.token)
     metrics = Metrics()
