@@ -128,6 +128,7 @@ class Agent:
                 break
             if self.clock() >= self.shipper.next_try and self.spool.items():
                 self.shipper.flush(self.spool)
+        self.shipper.next_try = 0.0  # on the way out, one more attempt regardless of backoff
         self._safe_tick()  # SIGTERM flushes the interval in progress
         return 0
 

@@ -37,7 +37,7 @@ class Shipper:
     """Sends batches with a bearer token; owns the retry schedule (backoff with jitter)."""
 
     def __init__(self, server: str, token: str, timeout_s: float = 10.0, base_backoff_s: float = 0.5,
-                 max_backoff_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 max_backoff_s: float = 20.0, clock: Callable[[], float] = time.monotonic,
                  rand: Callable[[], float] = random.random) -> None:
         self.url = server.rstrip("/") + "/api/v1/ingest"
         self.token = token

@@ -193,3 +193,11 @@ def test_metrics_endpoint_serves_collector_counters(tmp_path, ingest_server) -> 
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert "hotpath_collector_samples_total 1.0" in text
     assert "hotpath_collector_shipped_batches_total 2.0" in text
+
+
+def test_sigterm_flush_ignores_backoff(tmp_path, ingest_server) -> None:
+    world = World(ingest_server, down_from=0.5, down_until=9.9, stop_at=10.0)
+    agent = make_agent(tmp_path, ingest_server, world)
+    agent.shipper.max = agent.shipper.base = 100.0  # backoff far beyond the stop
+    assert agent.run() == 0
+    assert len(ingest_server.stored) == 2 * agent.intervals and agent.spool.items() == []
