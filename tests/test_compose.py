@@ -65,3 +65,13 @@ def test_collector_ships_to_server(compose: dict[str, Any]) -> None:
     assert "http://server:4040" in text
     assert "server" in collector.get("depends_on", {})
     assert collector.get("pid") == "host" and collector.get("privileged") is True
+
+
+def test_built_image_has_what_the_services_run(compose: dict[str, Any]) -> None:
+    """`build: .` needs a Dockerfile that installs Hotpath, BCC and the curl the healthcheck calls."""
+    assert compose["services"]["server"].get("build") == "."
+    dockerfile = (COMPOSE.parent / "Dockerfile").read_text()
+    for needed in ("python3-bpfcc", "linux-headers-amd64", "curl", "pip install"):
+        assert needed in dockerfile, f"Dockerfile does not install {needed}"
+    healthcheck = " ".join(compose["services"]["server"]["healthcheck"]["test"])
+    assert "curl" in healthcheck
