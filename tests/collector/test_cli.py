@@ -11,6 +11,7 @@ import yaml
 
 from collector.cli import duration, frequency, min_block
 from hotpath.cli import build_parser, main
+from tests.conftest import require
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,8 +75,8 @@ def test_not_root_message_names_the_fix(monkeypatch) -> None:
 def test_missing_headers_message_names_the_fix() -> None:
     from collector import bpf_loader
 
-    if bpf_loader.os.geteuid() != 0:
-        pytest.skip("preflight stops at the root check first")
+    # preflight stops at the root check first, so this check needs root (fails under CI=true without)
+    require(bpf_loader.os.geteuid() == 0, "root, to reach the kernel-headers check")
     with pytest.raises(bpf_loader.LoaderError, match="linux-headers-amd64"):
         bpf_loader.preflight(release="0.0.0-no-such-kernel")
 
