@@ -104,7 +104,10 @@ def run_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _terminate)
     python = sys.executable
-    server = subprocess.Popen([python, "-m", "hotpath", "server", "--data-dir", str(ddir), "--bind", args.bind])
+    # Children get their own sessions so Ctrl-C (or a group-wide SIGTERM) reaches only us and we stop
+    # them in order: the collector first, while the server is still up to take its final flush.
+    server = subprocess.Popen([python, "-m", "hotpath", "server", "--data-dir", str(ddir), "--bind", args.bind],
+                              start_new_session=True)
     collector: subprocess.Popen | None = None
     try:
         if not _wait_healthy(base, server):
@@ -114,7 +117,7 @@ def run_up(args: argparse.Namespace) -> int:
         if blocker is None:
             collector = subprocess.Popen([python, "-m", "hotpath", "collector", "--server", base,
                                           "--token-file", str(ddir / "collector.token"),
-                                          "--spool-dir", str(ddir / "spool")])
+                                          "--spool-dir", str(ddir / "spool")], start_new_session=True)
             time.sleep(3)
             if collector.poll() is not None:
                 blocker = f"the collector exited with status {collector.returncode} (see its messages above)"

@@ -49,7 +49,8 @@ def encode(entries: Entries, label_sets: list[Labels] | None) -> dict[str, Any]:
     row: dict[str, Any] = {
         "n_entries": n,
         "stack_ids": codec.pack_sorted_ids(entries.stack_ids),
-        "vals": codec.pack_values(entries.values.reshape(n, -1)),
+        # values are (n, types) already; reshape only 1-D input (reshape(0, -1) is ambiguous and raises)
+        "vals": codec.pack_values(entries.values if entries.values.ndim == 2 else entries.values.reshape(n, -1)),
         "label_sets": None,
         "label_idx": None,
     }

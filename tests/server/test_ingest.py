@@ -54,6 +54,15 @@ def test_ingest_pprof_and_duplicate(client: Any, tokens: dict[str, str]) -> None
     assert raw.status_code == 200
 
 
+def test_empty_profile_is_stored_with_its_counters(client: Any, tokens: dict[str, str]) -> None:
+    """A quiet interval (no samples, maybe only counters) is data too: stored, not a 500."""
+    prof = cpu_profile({})
+    prof.counters["missed_stacks"] = 3
+    resp = post(client, tokens["ingest"], pprof.encode(prof), "service=quiet", **{"Idempotency-Key": "empty-1"})
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json()["status"] == "stored" and resp.get_json()["samples"] == 0
+
+
 def test_ingest_folded(client: Any, tokens: dict[str, str]) -> None:
     resp = client.post("/api/v1/ingest?service=folded&type=cpu&sample_rate=100", data="main;a;b 3\nmain;c 2\n",
                        headers=bearer(tokens["ingest"]), content_type="text/plain")
