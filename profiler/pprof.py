@@ -60,6 +60,14 @@ def _gunzip(data: bytes) -> bytes:
     return b"".join(out)
 
 
+
+def _check_new_id(kind: str, ident: int, seen: dict[int, object]) -> None:
+    """pprof ids are non-zero and unique within their table (0 means "none" in references)."""
+    if ident == 0:
+        raise PprofError(f"{kind} with id 0")
+    if ident in seen:
+        raise PprofError(f"duplicate {kind} id {ident}")
+
 def decode(data: bytes) -> Profile:
     """Decode gzipped or raw pprof bytes into a `Profile`; raises only `PprofError`."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -127,10 +135,7 @@ def _convert(msg: Any) -> Profile:
 
     mappings: dict[int, tuple[str, str, int, int, FrameKind]] = {}
     for m in msg.mapping:
-        if m.id == 0:
-            raise PprofError("mapping with id 0")
-        if m.id in mappings:
-            raise PprofError(f"duplicate mapping id {m.id}")
+        _check_new_id("mapping", m.id, mappings)
         path = s(m.filename, f"mapping {m.id} filename")
         kind = kinds.get(m.id)
         if kind is None:
@@ -142,10 +147,7 @@ def _convert(msg: Any) -> Profile:
 
     functions: dict[int, tuple[str, str]] = {}
     for f in msg.function:
-        if f.id == 0:
-            raise PprofError("function with id 0")
-        if f.id in functions:
-            raise PprofError(f"duplicate function id {f.id}")
+        _check_new_id("function", f.id, functions)
         name = s(f.name, f"function {f.id} name")
         s(f.system_name, f"function {f.id} system_name")
         functions[f.id] = (name, s(f.filename, f"function {f.id} filename"))
@@ -153,10 +155,7 @@ def _convert(msg: Any) -> Profile:
     interned: dict[tuple, Frame] = {}
     locations: dict[int, tuple[Frame, ...]] = {}
     for loc in msg.location:
-        if loc.id == 0:
-            raise PprofError("location with id 0")
-        if loc.id in locations:
-            raise PprofError(f"duplicate location id {loc.id}")
+        _check_new_id("location", loc.id, locations)
         if loc.mapping_id:
             mp = mappings.get(loc.mapping_id)
             if mp is None:
