@@ -1,7 +1,7 @@
 """Hotpath's profile core: the canonical model and pure transforms (bytes in, bytes out)."""
 
 from profiler.errors import FoldedError, PprofError, ProfileError, SelectorError
-from profiler.model import Frame, FrameKind, Profile, Sample, ValueType, make_labels
+from profiler.model import Frame, FrameKind, Profile, ProfileTable, Sample, ValueType, make_labels
 
 __all__ = [
     "FoldedError",
@@ -10,6 +10,7 @@ __all__ = [
     "PprofError",
     "Profile",
     "ProfileError",
+    "ProfileTable",
     "Sample",
     "SelectorError",
     "ValueType",

@@ -3,6 +3,8 @@
 Parsing is tolerant (CRLF, trailing spaces, blank lines, `#` comments) and counts bad lines
 instead of failing on the first, so one corrupt line never drops a whole upload silently.
 Kernel frames are suffixed `_[k]` as flamegraph.pl does; parse turns them back into kernel frames.
+A root frame whose name starts with `#` or `\\` is rendered with a `\\` in front (parse strips it), so
+a frame named `#x` is never read back as a comment line and silently lost.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ def parse(text: str, sample_type: ValueType = SAMPLES_COUNT) -> FoldedParse:
             bad.append((lineno, f"count {count_text[:40]!r} is not a non-negative integer"))
             continue
         names = stack_text.split(";")
+        if names[0][:2] in ("\\#", "\\\\"):
+            names[0] = names[0][1:]
         if any(not n for n in names):
             bad.append((lineno, "empty frame name"))
             continue
@@ -97,5 +101,7 @@ def render(profile: Profile, value_index: int = 0) -> str:
             if text is None:
                 text = cache[fr] = _name(fr)
             parts.append(text)
+        if parts[0][:1] in ("#", "\\"):
+            parts[0] = "\\" + parts[0]
         lines.append(f"{';'.join(parts)} {value}\n")
     return "".join(lines)

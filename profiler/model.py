@@ -12,6 +12,8 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
+
 
 class FrameKind(str, enum.Enum):
     """Where a frame executes; drives colouring and how it was symbolized."""
@@ -105,3 +107,86 @@ class Profile:
 
     def total(self, index: int = 0) -> int:
         return sum(s.values[index] for s in self.samples)
+
+
+@dataclass(slots=True)
+class ProfileTable:
+    """The same profile as columns: interned frames, stacks as frame-index tuples, values as one array.
+
+    Why: the server ingests hundreds of batches per second; building a `Sample` object (and hashing
+    `Frame` dataclasses) per sample costs far more than the protobuf parse. A table is built per
+    *location* and per *function*, then per sample only an int tuple. `stacks` are root first.
+    """
+
+    sample_types: tuple[ValueType, ...]
+    frames: list[Frame]  # unique by Frame identity (function, binary, kind)
+    stacks: list[tuple[int, ...]]  # one per sample, root first, indexes into `frames`
+    values: np.ndarray  # int64, shape (n_samples, len(sample_types))
+    labels: list[Labels]  # one per sample, () when none (sorted pairs, as make_labels)
+    period_type: ValueType | None = None
+    period: int = 0
+    time_nanos: int = 0
+    duration_nanos: int = 0
+    default_sample_type: str = ""
+    counters: dict[str, int] = field(default_factory=dict)
+    comments: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.stacks)
+
+    def to_profile(self) -> Profile:
+        """The object model; frames are shared objects, so equal frames are `is`-identical."""
+        get = self.frames.__getitem__
+        stacks = [tuple(map(get, st)) for st in self.stacks]
+        values = list(map(tuple, self.values.tolist()))
+        return Profile(
+            sample_types=self.sample_types,
+            samples=list(map(Sample, stacks, values, self.labels)),
+            period_type=self.period_type,
+            period=self.period,
+            time_nanos=self.time_nanos,
+            duration_nanos=self.duration_nanos,
+            default_sample_type=self.default_sample_type,
+            counters=dict(self.counters),
+            comments=list(self.comments),
+        )
+
+    @classmethod
+    def from_profile(cls, profile: Profile) -> ProfileTable:
+        """Intern a profile's frames (by identity) into a table; sample order is kept."""
+        index: dict[Frame, int] = {}
+        by_obj: dict[int, tuple[int, Frame]] = {}  # id(frame) -> index; holding the frame pins its id
+        frames: list[Frame] = []
+        stacks: list[tuple[int, ...]] = []
+        n = len(profile.sample_types)
+        for smp in profile.samples:
+            if len(smp.values) != n:
+                raise ValueError(f"sample has {len(smp.values)} values but the profile has {n} sample types")
+            ids = []
+            for f in smp.stack:
+                hit = by_obj.get(id(f))
+                if hit is None:
+                    fid = index.get(f)
+                    if fid is None:
+                        fid = index[f] = len(frames)
+                        frames.append(f)
+                    by_obj[id(f)] = (fid, f)
+                else:
+                    fid = hit[0]
+                ids.append(fid)
+            stacks.append(tuple(ids))
+        values = np.array([s.values for s in profile.samples], dtype=np.int64).reshape(len(stacks), n)
+        return cls(
+            sample_types=profile.sample_types,
+            frames=frames,
+            stacks=stacks,
+            values=values,
+            labels=[s.labels for s in profile.samples],
+            period_type=profile.period_type,
+            period=profile.period,
+            time_nanos=profile.time_nanos,
+            duration_nanos=profile.duration_nanos,
+            default_sample_type=profile.default_sample_type,
+            counters=dict(profile.counters),
+            comments=list(profile.comments),
+        )

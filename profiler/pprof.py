@@ -22,13 +22,16 @@ Conventions (documented in docs/contracts.md and here):
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
+from itertools import chain
 from typing import Any
 
+import numpy as np
 from google.protobuf.message import DecodeError
 
 from profiler import profile_pb2 as pb
 from profiler.errors import PprofError
-from profiler.model import Frame, FrameKind, Profile, Sample, ValueType
+from profiler.model import Frame, FrameKind, Labels, Profile, ProfileTable, ValueType
 
 MAX_DECOMPRESSED = 1 << 30  # refuse gzip bombs: 1 GiB of protobuf is far beyond any real batch
 KERNEL_MAPPING = "[kernel.kallsyms]"
@@ -60,7 +63,6 @@ def _gunzip(data: bytes) -> bytes:
     return b"".join(out)
 
 
-
 def _check_new_id(kind: str, ident: int, seen: dict[int, object]) -> None:
     """pprof ids are non-zero and unique within their table (0 means "none" in references)."""
     if ident == 0:
@@ -68,8 +70,17 @@ def _check_new_id(kind: str, ident: int, seen: dict[int, object]) -> None:
     if ident in seen:
         raise PprofError(f"duplicate {kind} id {ident}")
 
+
 def decode(data: bytes) -> Profile:
     """Decode gzipped or raw pprof bytes into a `Profile`; raises only `PprofError`."""
+    return decode_table(data).to_profile()
+
+
+def decode_table(data: bytes) -> ProfileTable:
+    """Decode gzipped or raw pprof bytes into a columnar `ProfileTable`; raises only `PprofError`.
+
+    Every pprof invariant `decode` promises is checked here (`decode` is this plus `to_profile`).
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise PprofError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -92,7 +103,7 @@ def decode(data: bytes) -> Profile:
         raise PprofError(f"malformed profile: {type(exc).__name__}: {exc}") from None
 
 
-def _convert(msg: Any) -> Profile:
+def _convert(msg: Any) -> ProfileTable:
     strings = list(msg.string_table)
     n = len(strings)
     if n == 0 or strings[0] != "":
@@ -133,6 +144,30 @@ def _convert(msg: Any) -> Profile:
                 continue
         comments.append(text)
 
+    frames, loc_frames = _locations(msg, s, kinds)
+    values = _values(msg.sample, len(sample_types))
+    stacks = _stacks(msg.sample, loc_frames)
+    labels = _labels(msg.sample, s)
+    return ProfileTable(
+        sample_types=sample_types,
+        frames=frames,
+        stacks=stacks,
+        values=values,
+        labels=labels,
+        period_type=period_type,
+        period=msg.period,
+        time_nanos=msg.time_nanos,
+        duration_nanos=msg.duration_nanos,
+        default_sample_type=default_type,
+        counters=counters,
+        comments=comments,
+    )
+
+
+def _locations(msg: Any, s: Callable[[int, str], str], kinds: dict[int, FrameKind]
+               ) -> tuple[list[Frame], dict[int, tuple[int, ...]]]:
+    """Frames (interned by identity) and each location's frame indexes, root first: per location,
+    never per frame occurrence, so the per-sample work is only index lookups."""
     mappings: dict[int, tuple[str, str, int, int, FrameKind]] = {}
     for m in msg.mapping:
         _check_new_id("mapping", m.id, mappings)
@@ -152,10 +187,12 @@ def _convert(msg: Any) -> Profile:
         s(f.system_name, f"function {f.id} system_name")
         functions[f.id] = (name, s(f.filename, f"function {f.id} filename"))
 
-    interned: dict[tuple, Frame] = {}
-    locations: dict[int, tuple[Frame, ...]] = {}
+    # Identity is (function, binary, kind); the first occurrence's address/file/line ride along.
+    index: dict[tuple[str, str, FrameKind], int] = {}
+    frames: list[Frame] = []
+    loc_frames: dict[int, tuple[int, ...]] = {}
     for loc in msg.location:
-        _check_new_id("location", loc.id, locations)
+        _check_new_id("location", loc.id, loc_frames)
         if loc.mapping_id:
             mp = mappings.get(loc.mapping_id)
             if mp is None:
@@ -163,7 +200,6 @@ def _convert(msg: Any) -> Profile:
             binary, build_id, start, offset, kind = mp
         else:
             binary, build_id, start, offset, kind = "", "", 0, 0, FrameKind.UNKNOWN
-        frames: list[Frame] = []
         if not loc.line:
             if binary:
                 name = f"{binary}+0x{max(loc.address - start, 0) + offset:x}"
@@ -177,62 +213,70 @@ def _convert(msg: Any) -> Profile:
                 if fn is None:
                     raise PprofError(f"location {loc.id} references unknown function id {ln.function_id}")
                 keys.append((fn[0], fn[1], ln.line))
+        ids = []
         for name, filename, line in reversed(keys):  # outermost (caller) first
-            key = (name, binary, kind, loc.address, build_id, filename, line)
-            frame = interned.get(key)
-            if frame is None:
-                frame = interned[key] = Frame(name, binary, kind, loc.address, build_id, filename, line)
-            frames.append(frame)
-        locations[loc.id] = tuple(frames)
+            ident = (name, binary, kind)
+            fid = index.get(ident)
+            if fid is None:
+                fid = index[ident] = len(frames)
+                frames.append(Frame(name, binary, kind, loc.address, build_id, filename, line))
+            ids.append(fid)
+        loc_frames[loc.id] = tuple(ids)
+    return frames, loc_frames
 
-    single = {lid: fr[0] for lid, fr in locations.items() if len(fr) == 1}
-    all_single = len(single) == len(locations)
-    nvalues = len(sample_types)
-    samples: list[Sample] = []
-    label_cache: dict[tuple, tuple[tuple[str, str], ...]] = {}
-    for i, smp in enumerate(msg.sample):
-        values = tuple(smp.value)
-        if len(values) != nvalues:
-            raise PprofError(f"sample {i} has {len(values)} values but the profile has {nvalues} sample types")
-        ids = list(smp.location_id)
-        ids.reverse()
-        try:  # fast path at C speed when every location is one frame (no inlining)
-            stack = list(map(single.__getitem__, ids)) if all_single else None
-        except KeyError:
-            stack = None
-        if stack is None:
-            stack = []
-            for lid in ids:
-                frames = locations.get(lid)
-                if frames is None:
-                    raise PprofError(f"sample {i} references unknown location id {lid}")
-                stack.extend(frames)
-        labels: tuple[tuple[str, str], ...] = ()
-        if smp.label:
-            raw = tuple((lb.key, lb.str, lb.num, lb.num_unit) for lb in smp.label)
-            labels = label_cache.get(raw)  # type: ignore[assignment]
-            if labels is None:
-                pairs = []
-                for key, sidx, num, unit in raw:
-                    k = s(key, f"sample {i} label key")
-                    s(unit, f"sample {i} label num_unit")
-                    # proto3 cannot tell str "" from num 0: a string wins, then a number, else ""
-                    v = s(sidx, f"sample {i} label value") if sidx else (str(num) if num or unit else "")
-                    pairs.append((k, v))
-                labels = label_cache[raw] = tuple(sorted(pairs))
-        samples.append(Sample(tuple(stack), values, labels))
 
-    return Profile(
-        sample_types=sample_types,
-        samples=samples,
-        period_type=period_type,
-        period=msg.period,
-        time_nanos=msg.time_nanos,
-        duration_nanos=msg.duration_nanos,
-        default_sample_type=default_type,
-        counters=counters,
-        comments=comments,
-    )
+def _stacks(samples: Any, loc_frames: dict[int, tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """Root-first frame-index tuple per sample, built at C speed; an unknown location id is named."""
+    # upb slices of repeated fields are plain lists; [::-1] turns pprof's leaf-first order around.
+    rev = [smp.location_id[::-1] for smp in samples]
+    try:
+        if all(len(t) == 1 for t in loc_frames.values()):  # no inlining: one frame per location
+            single = {lid: t[0] for lid, t in loc_frames.items()}
+            get1 = single.__getitem__
+            return [tuple(map(get1, ids)) for ids in rev]
+        get = loc_frames.__getitem__
+        return [tuple(chain.from_iterable(map(get, ids))) for ids in rev]
+    except KeyError:
+        for i, ids in enumerate(rev):
+            for lid in reversed(ids):
+                if lid not in loc_frames:
+                    raise PprofError(f"sample {i} references unknown location id {lid}") from None
+        raise
+
+
+def _values(samples: Any, nvalues: int) -> np.ndarray:
+    """(n_samples, nvalues) int64; every sample must carry exactly one value per sample type."""
+    rows = [smp.value[:] for smp in samples]
+    for i, row in enumerate(rows):
+        if len(row) != nvalues:
+            raise PprofError(f"sample {i} has {len(row)} values but the profile has {nvalues} sample types")
+    if not rows:
+        return np.zeros((0, nvalues), dtype=np.int64)
+    return np.array(rows, dtype=np.int64).reshape(len(rows), nvalues)
+
+
+def _labels(samples: Any, s: Callable[[int, str], str]) -> list[Labels]:
+    """Sorted label pairs per sample; numeric labels become their decimal string (unit dropped)."""
+    out: list[Labels] = []
+    append = out.append
+    cache: dict[tuple, Labels] = {}
+    for i, smp in enumerate(samples):
+        if not smp.label:
+            append(())
+            continue
+        raw = tuple((lb.key, lb.str, lb.num, lb.num_unit) for lb in smp.label)
+        labels = cache.get(raw)
+        if labels is None:
+            pairs = []
+            for key, sidx, num, unit in raw:
+                k = s(key, f"sample {i} label key")
+                s(unit, f"sample {i} label num_unit")
+                # proto3 cannot tell str "" from num 0: a string wins, then a number, else ""
+                v = s(sidx, f"sample {i} label value") if sidx else (str(num) if num or unit else "")
+                pairs.append((k, v))
+            labels = cache[raw] = tuple(sorted(pairs))
+        append(labels)
+    return out
 
 
 def encode(profile: Profile, compress: bool = True) -> bytes:

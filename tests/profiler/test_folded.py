@@ -58,7 +58,18 @@ frame_names = st.text(st.characters(blacklist_characters=";\r\n\x0b\x0c\x1c\x1d\
                 max_size=10))
 @settings(max_examples=150, deadline=None)
 def test_render_parse_round_trip_totals(stacks) -> None:
-    text = "".join(f"{';'.join(s)} {n}\n" for s, n in stacks)
+    # a raw line starting with "#" is a comment; the format's escape for such a root frame is "\\"
+    esc = "\\"
+    text = "".join(f"{esc if s[0][0] in '#' + esc else ''}{';'.join(s)} {n}\n" for s, n in stacks)
     p = folded.parse(text).profile
     again = folded.parse(folded.render(p)).profile
     assert again.total() == p.total() == sum(n for _, n in stacks)
+
+
+def test_root_frame_starting_with_hash_or_backslash_round_trips() -> None:
+    p = Profile(sample_types=(SAMPLES_COUNT,))
+    p.samples = [Sample((Frame("#x"), Frame("#y")), (3,)), Sample((Frame("\\z"),), (4,))]
+    text = folded.render(p)
+    assert text == "\\#x;#y 3\n\\\\z 4\n"
+    back = folded.parse(text).profile
+    assert {tuple(f.function for f in s.stack): s.values[0] for s in back.samples} == {("#x", "#y"): 3, ("\\z",): 4}

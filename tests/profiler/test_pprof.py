@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from profiler import pprof
 from profiler import profile_pb2 as pb
 from profiler.errors import PprofError
-from profiler.model import Frame, FrameKind, Profile, Sample, ValueType, make_labels
+from profiler.model import Frame, FrameKind, Profile, ProfileTable, Sample, ValueType, make_labels
 from profiler.types import new_cpu_profile
 from tests.profiler.go_profile import build_go_profile, go_pprof
 
@@ -223,3 +224,57 @@ def test_encode_dedupes() -> None:
 def test_merged_empty_profile_round_trips() -> None:
     p = Profile(sample_types=(ValueType("x", "y"),))
     assert pprof.decode(pprof.encode(p)).samples == []
+
+
+def test_decode_table_columns_match_decode() -> None:
+    data = (DATA / "small_cpu.pb.gz").read_bytes()
+    t = pprof.decode_table(data)
+    p = pprof.decode(data)
+    assert t.values.dtype == np.int64 and t.values.shape == (len(p.samples), len(p.sample_types))
+    assert len(t.frames) == len(set(t.frames))  # unique by identity
+    assert [tuple(t.frames[i] for i in st) for st in t.stacks] == [s.stack for s in p.samples]
+    assert t.values.tolist() == [list(s.values) for s in p.samples]
+    assert t.labels == [s.labels for s in p.samples]
+    assert (t.counters, t.comments, t.sample_types, t.period, t.period_type) == \
+        (p.counters, p.comments, p.sample_types, p.period, p.period_type)
+    assert t.to_profile() == p
+
+
+def test_table_from_profile_round_trips_and_interns_by_identity() -> None:
+    p = small()
+    twin = Frame(p.samples[0].stack[0].function, p.samples[0].stack[0].binary, p.samples[0].stack[0].kind, 999)
+    p.samples.append(Sample((twin,), (1, 2), (("k", "v"),)))
+    t = ProfileTable.from_profile(p)
+    assert t.stacks[-1] == (t.stacks[0][0],)  # equal frame (address differs) -> same index
+    back = t.to_profile()
+    assert back == p
+    empty = ProfileTable.from_profile(Profile(sample_types=(ValueType("x", "y"),)))
+    assert empty.values.shape == (0, 1) and empty.to_profile().samples == []
+
+
+def test_decode_table_inline_locations_expand_root_first() -> None:
+    m = pb.Profile(string_table=["", "samples", "count", "inner", "outer"])
+    m.sample_type.add(type=1, unit=2)
+    m.function.add(id=1, name=3)
+    m.function.add(id=2, name=4)
+    loc = m.location.add(id=1)
+    loc.line.add(function_id=1)
+    loc.line.add(function_id=2)
+    m.location.add(id=2).line.add(function_id=2)
+    m.sample.add(location_id=[1, 2], value=[3])
+    t = pprof.decode_table(m.SerializeToString())
+    assert [[t.frames[i].function for i in st] for st in t.stacks] == [["outer", "outer", "inner"]]
+    assert t.stacks[0][0] == t.stacks[0][1]  # same identity, one frame entry
+
+
+@pytest.mark.parametrize("pattern,breaker", _breakers())
+def test_decode_table_invariant_violations_named(pattern: str, breaker) -> None:
+    m = raw_msg()
+    breaker(m)
+    with pytest.raises(PprofError, match=pattern):
+        pprof.decode_table(m.SerializeToString())
+
+
+def test_decode_table_unknown_location_named() -> None:
+    with pytest.raises(PprofError, match="sample 1 references unknown location id 17"):
+        pprof.decode_table((DATA / "unknown_location.pb").read_bytes())
