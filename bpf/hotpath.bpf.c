@@ -7,7 +7,8 @@
  * flipping away from it, so stacks referenced by pending off-CPU spans stay valid.
  *
  * Options (cflags): -DFILTER_PIDS (only tgids in pid_filter), -DINCLUDE_IDLE, -DOFFCPU,
- * -DMIN_BLOCK_NS=<ns>, map sizes as in hotpath.h.
+ * -DMIN_BLOCK_NS=<ns>, -DHP_OFFCPU_MIN_P=<1..65536> and -DHP_OFFCPU_DECAY_SHIFT=<n> (off-CPU stack
+ * sampling, see hotpath.h), map sizes as in hotpath.h.
  */
 #include <uapi/linux/ptrace.h>
 #include <uapi/linux/bpf_perf_event.h>
@@ -118,11 +119,61 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 }
 
 #ifdef OFFCPU
+#if HP_OFFCPU_MIN_P < 1 || HP_OFFCPU_MIN_P > HP_P_ONE
+#error "HP_OFFCPU_MIN_P must be in 1..65536"
+#endif
 BPF_HASH(offcpu_counts0, struct hp_key, u64, HP_COUNTS_ENTRIES);
 BPF_HASH(offcpu_counts1, struct hp_key, u64, HP_COUNTS_ENTRIES);
 /* LRU: a task that exits while switched out never switches back in; its entry must age out
  * instead of filling the map (it did, on a busy host, within a minute). */
 BPF_TABLE("lru_hash", u32, struct hp_start, start, HP_START_ENTRIES);
+/* Per-thread stack-sampling predictor (see hotpath.h); LRU for the same reason as `start`. */
+BPF_TABLE("lru_hash", u32, struct hp_thread, threads, HP_THREAD_ENTRIES);
+
+static __always_inline void hp_stat_add(int slot, u64 value)
+{
+    int idx = slot;
+    u64 *v = stats.lookup(&idx);
+    if (v)
+        *v += value;
+}
+
+/* Probability (of HP_P_ONE) of taking stacks at a thread's next switch-out. */
+static __always_inline u32 hp_offcpu_p(u64 recent)
+{
+    if (recent >= MIN_BLOCK_NS)
+        return HP_P_ONE;
+    u64 p = (recent << 16) / (MIN_BLOCK_NS ? MIN_BLOCK_NS : 1);
+    return p < HP_OFFCPU_MIN_P ? HP_OFFCPU_MIN_P : (u32)p;
+}
+
+/* Close a span whose stacks were taken (its `start` entry), weighting its time by 1/p. */
+static __always_inline void hp_offcpu_end(u32 tid, u64 now, u32 p, u64 gen)
+{
+    struct hp_start *sp = start.lookup(&tid);
+    if (!sp)
+        return;
+    u64 delta = now - sp->ts;
+    struct hp_key key = sp->key;
+    u64 then = sp->gen;
+    start.delete(&tid);
+    if (delta < MIN_BLOCK_NS) {
+        hp_stat(HP_STAT_SHORT_BLOCKS);
+        return;
+    }
+    if (gen - then > 1) {
+        /* Its stack map was recycled meanwhile: keep the time, flag the stacks. */
+        key.user_stack = 0;
+        key.kernel_stack = 0;
+        key.user_err = HP_STACK_STALE;
+        key.kernel_err = HP_STACK_STALE;
+        hp_stat(HP_STAT_STALE_STACK);
+    }
+    u64 value = delta;
+    if (p < HP_P_ONE)
+        value = delta / p * HP_P_ONE + (delta % p) * HP_P_ONE / p; /* no overflow of delta << 16 */
+    hp_add(&key, value, hp_control(HP_CTL_BUFFER), 1);
+}
 
 TRACEPOINT_PROBE(sched, sched_switch)
 {
@@ -131,25 +182,28 @@ TRACEPOINT_PROBE(sched, sched_switch)
 
     /* Switch-in: the task being scheduled back gets the time it spent off the CPU. */
     u32 next = args->next_pid;
-    struct hp_start *sp = start.lookup(&next);
-    if (sp) {
-        u64 delta = now - sp->ts;
-        struct hp_key key = sp->key;
-        u64 then = sp->gen;
-        start.delete(&next);
-        if (delta < MIN_BLOCK_NS) {
-            hp_stat(HP_STAT_SHORT_BLOCKS);
-        } else {
-            if (gen - then > 1) {
-                /* Its stack map was recycled meanwhile: keep the time, flag the stacks. */
-                key.user_stack = 0;
-                key.kernel_stack = 0;
-                key.user_err = HP_STACK_STALE;
-                key.kernel_err = HP_STACK_STALE;
-                hp_stat(HP_STAT_STALE_STACK);
+    struct hp_thread *t = threads.lookup(&next);
+    if (t) {
+        if (t->out_ts) {
+            u64 delta = now - t->out_ts;
+            u32 p = t->p;
+            u64 decayed = t->recent - (t->recent >> HP_OFFCPU_DECAY_SHIFT);
+            t->recent = delta > decayed ? delta : decayed;
+            t->out_ts = 0;
+            if (p) {
+                hp_offcpu_end(next, now, p, gen);
+            } else if (delta < MIN_BLOCK_NS) {
+                hp_stat(HP_STAT_SHORT_BLOCKS);
+            } else {
+                /* Sampled out: the 1/p weights of sampled spans carry this time on average. */
+                hp_stat(HP_STAT_SAMPLED_OUT);
+                hp_stat_add(HP_STAT_SAMPLED_OUT_NS, delta);
             }
-            hp_add(&key, delta, hp_control(HP_CTL_BUFFER), 1);
         }
+    } else {
+        /* No predictor entry (evicted from the LRU, or its update failed): stacks, if any,
+         * were taken unconditionally, so the span counts with weight 1. */
+        hp_offcpu_end(next, now, HP_P_ONE, gen);
     }
 
     /* Switch-out: `current` is still the previous task, so its stacks can be taken here. */
@@ -160,6 +214,23 @@ TRACEPOINT_PROBE(sched, sched_switch)
     u32 tgid = id >> 32;
     if (!hp_wanted(tgid))
         return 0;
+    struct hp_thread *pt = threads.lookup(&prev);
+    if (pt) {
+        u32 p = hp_offcpu_p(pt->recent);
+        pt->out_ts = now;
+        if (p < HP_P_ONE && (bpf_get_prandom_u32() & (HP_P_ONE - 1)) >= p) {
+            pt->p = 0; /* no stacks, no `start` entry: this is the cheap path */
+            return 0;
+        }
+        pt->p = p;
+    } else {
+        /* A thread never seen: assume it just blocked MIN_BLOCK_NS, so its first span is exact. */
+        struct hp_thread fresh = {};
+        fresh.out_ts = now;
+        fresh.recent = MIN_BLOCK_NS;
+        fresh.p = HP_P_ONE;
+        threads.update(&prev, &fresh);
+    }
     struct hp_start s = {};
     s.ts = now;
     s.gen = gen;

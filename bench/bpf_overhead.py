@@ -1,0 +1,258 @@
+"""In-kernel cost of Hotpath's BPF programs alone (no agent, no draining), as same-run ratios.
+
+Every variant is compiled and loaded once with BCC, then detached; each round attaches one
+variant at a time, runs a short workload, detaches it. Rounds interleave all variants (rotated
+order) so drift and the other tenants of this 2-CPU host hit each alike; each figure is the
+median over rounds of (variant / the same round's "none" run), with the min..max spread.
+
+1. Off-CPU: `perf bench sched pipe -l N` wall time (the context-switch worst case) with
+   nothing, an empty TRACEPOINT_PROBE and RAW_TRACEPOINT_PROBE on sched_switch, and Hotpath's
+   sched_switch program with/without user and kernel stacks (plus `--ref REV`'s program).
+2. On-CPU at --hz (999): a fixed CPU-bound workload (cpu_split, -O2 frame pointers) CPU and
+   wall time with nothing, an empty perf-event program, Hotpath's on_cpu_sample, and a
+   BCC-`profile`-like program (BPF_STACK_TRACE + get_stackid, as /usr/sbin/profile-bpfcc).
+
+Usage: .venv/bin/python bench/bpf_overhead.py [--rounds 15] [--pipe-loops 20000]
+       [--iterations 150] [--hz 999] [--ref HEAD~1] [--only offcpu|oncpu] [--pin 0]
+Needs root + BPF (BCC). `--ref REV` adds the bpf/ sources of git revision REV as "ref ..."
+variants, for a before/after in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+WORKLOAD = ROOT / "tests/collector/workloads/cpu_split.c"
+
+EMPTY_TP = "TRACEPOINT_PROBE(sched, sched_switch) { return 0; }\n"
+EMPTY_RAW = "RAW_TRACEPOINT_PROBE(sched_switch) { return 0; }\n"
+EMPTY_PERF = ("#include <uapi/linux/bpf_perf_event.h>\n"
+              "int on_cpu_sample(struct bpf_perf_event_data *ctx) { return 0; }\n")
+# What BCC's tools/profile.py generates for `profile -F 999` (user + kernel stacks, all pids).
+PROFILE_LIKE = r"""
+#include <uapi/linux/ptrace.h>
+#include <uapi/linux/bpf_perf_event.h>
+#include <linux/sched.h>
+struct key_t {
+    u32 pid;
+    u64 kernel_ip;
+    int user_stack_id;
+    int kernel_stack_id;
+    char name[TASK_COMM_LEN];
+};
+BPF_HASH(counts, struct key_t);
+BPF_STACK_TRACE(stack_traces, 16384);
+int on_cpu_sample(struct bpf_perf_event_data *ctx) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    u32 pid = id;
+    if (pid == 0)
+        return 0;
+    struct key_t key = {.pid = tgid};
+    bpf_get_current_comm(&key.name, sizeof(key.name));
+    key.user_stack_id = stack_traces.get_stackid(&ctx->regs, BPF_F_USER_STACK);
+    key.kernel_stack_id = stack_traces.get_stackid(&ctx->regs, 0);
+    counts.increment(key);
+    return 0;
+}
+"""
+
+
+@dataclass
+class Variant:
+    name: str
+    kind: str  # "tp", "raw", "perf"
+    text: str | None = None
+    src_file: Path | None = None
+    cflags: list[str] = field(default_factory=list)
+    bpf: Any = None
+
+
+def hotpath_flags(bpf_dir: Path, offcpu: bool, kernel: bool = False, user: bool = True) -> list[str]:
+    """Same flags as the agent's build_cflags (default options), minus what the variant drops."""
+    from collector.bpf_loader import build_cflags
+    flags = [f for f in build_cflags(offcpu, 1_000_000, None, offcpu_kernel_stacks=kernel)
+             if not f.startswith("-I")]
+    flags.insert(0, f"-I{bpf_dir}")
+    if offcpu and not user:
+        flags.append("-DOFFCPU_NO_USER_STACK")
+    return flags
+
+
+def load(bcc: Any, v: Variant) -> None:
+    if v.src_file is not None:
+        v.bpf = bcc.BPF(src_file=str(v.src_file).encode(), cflags=v.cflags)
+    else:
+        v.bpf = bcc.BPF(text=v.text.encode(), cflags=v.cflags)
+    # TRACEPOINT_PROBE / RAW_TRACEPOINT_PROBE attach at load: detach until the variant's turn.
+    detach(bcc, v)
+
+
+def attach(bcc: Any, v: Variant, hz: int) -> None:
+    if v.kind == "tp":
+        v.bpf.attach_tracepoint(tp=b"sched:sched_switch", fn_name=b"tracepoint__sched__sched_switch")
+    elif v.kind == "raw":
+        v.bpf.attach_raw_tracepoint(tp=b"sched_switch", fn_name=b"raw_tracepoint__sched_switch")
+    else:
+        v.bpf.attach_perf_event(ev_type=bcc.PerfType.SOFTWARE, ev_config=bcc.PerfSWConfig.CPU_CLOCK,
+                                fn_name=b"on_cpu_sample", sample_freq=hz, cpu=-1)
+
+
+def detach(bcc: Any, v: Variant) -> None:
+    if v.kind == "tp":
+        if b"sched:sched_switch" in v.bpf.tracepoint_fds:
+            v.bpf.detach_tracepoint(b"sched:sched_switch")
+    elif v.kind == "raw":
+        if b"sched_switch" in v.bpf.raw_tracepoint_fds:
+            v.bpf.detach_raw_tracepoint(b"sched_switch")
+    elif v.bpf.open_perf_events:
+        v.bpf.detach_perf_event(ev_type=bcc.PerfType.SOFTWARE, ev_config=bcc.PerfSWConfig.CPU_CLOCK)
+
+
+def pipe_seconds(loops: int, pin: str | None) -> float:
+    prefix = ["taskset", "-c", pin] if pin else []
+    out = subprocess.run([*prefix, "perf", "bench", "sched", "pipe", "-l", str(loops)],
+                         capture_output=True, text=True, check=True).stdout
+    return float(re.search(r"Total time:\s*([\d.]+)", out).group(1))
+
+
+def cpu_work(exe: Path, iterations: int) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) of one fixed-work run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run([str(exe), "0", str(iterations)], check=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), wall
+
+
+def ratio_line(name: str, ratios: list[float], abs_med: float, unit: str) -> str:
+    ratios = sorted(ratios)
+    med = statistics.median(ratios)
+    q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
+    return (f"   {name:34s} {abs_med:8.4f} {unit}  x{med:6.3f} ({(med - 1) * 100:+6.1f}%)  "
+            f"IQR {q1:.3f}..{q3:.3f}  min..max {ratios[0]:.3f}..{ratios[-1]:.3f}")
+
+
+def run_rounds(bcc: Any, variants: list[Variant], rounds: int, hz: int,
+               measure: Callable[[], tuple[float, ...]], labels: tuple[str, ...], unit: str) -> None:
+    """Each round: 'none' then every variant (rotated order); ratios against that round's 'none'."""
+    per: dict[str, list[tuple[float, ...]]] = {"none": [] , **{v.name: [] for v in variants}}
+    ratios: dict[str, list[list[float]]] = {v.name: [[] for _ in labels] for v in variants}
+    for r in range(rounds):
+        order = variants[r % len(variants):] + variants[:r % len(variants)]
+        base = measure()
+        per["none"].append(base)
+        for v in order:
+            attach(bcc, v, hz)
+            try:
+                got = measure()
+            finally:
+                detach(bcc, v)
+            per[v.name].append(got)
+            for i in range(len(labels)):
+                ratios[v.name][i].append(got[i] / base[i])
+    for i, label in enumerate(labels):
+        print(f"   -- {label} (median over {rounds} rounds; ratio vs the same round's none)")
+        base_med = statistics.median(p[i] for p in per["none"])
+        print(f"   {'none':34s} {base_med:8.4f} {unit}  x 1.000")
+        for v in variants:
+            print(ratio_line(v.name, ratios[v.name][i], statistics.median(p[i] for p in per[v.name]), unit))
+
+
+def ref_tree(rev: str) -> Path:
+    out = Path(tempfile.mkdtemp(prefix="hp-bpf-ref-"))
+    for name in ("hotpath.bpf.c", "hotpath.h"):
+        text = subprocess.run(["git", "show", f"{rev}:bpf/{name}"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout
+        (out / name).write_text(text)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--pipe-loops", type=int, default=20000)
+    ap.add_argument("--iterations", type=int, default=150, help="cpu_split iterations per run")
+    ap.add_argument("--hz", type=int, default=999)
+    ap.add_argument("--ref", help="git revision whose bpf/ is measured too (before/after)")
+    ap.add_argument("--only", choices=("offcpu", "oncpu"))
+    ap.add_argument("--pin", help="taskset CPU list for sched pipe (e.g. 0: both ends on one CPU, "
+                    "every op a real switch, less cross-CPU wakeup noise)")
+    ap.add_argument("--extra-cflags", default="", help="space-separated -D flags for the current "
+                    "Hotpath variants (e.g. -DHP_OFFCPU_NO_PREDICT)")
+    args = ap.parse_args()
+
+    from collector.bpf_loader import BPF_DIR, BPF_SOURCE, import_bcc, preflight
+    preflight()
+    bcc = import_bcc()
+    extra = args.extra_cflags.split()
+    ref = ref_tree(args.ref) if args.ref else None
+    print(f"host: {os.cpu_count()} CPUs, kernel {os.uname().release}, load average "
+          f"{os.getloadavg()[0]:.2f} at start; {args.rounds} rounds")
+
+    if args.only != "oncpu":
+        variants = [
+            Variant("empty TRACEPOINT_PROBE", "tp", text=EMPTY_TP),
+            Variant("empty RAW_TRACEPOINT_PROBE", "raw", text=EMPTY_RAW),
+            Variant("hotpath, no stacks", "tp", src_file=BPF_SOURCE,
+                    cflags=hotpath_flags(BPF_DIR, True, user=False) + extra),
+            Variant("hotpath, user stack (default)", "tp", src_file=BPF_SOURCE,
+                    cflags=hotpath_flags(BPF_DIR, True) + extra),
+            Variant("hotpath, user+kernel stacks", "tp", src_file=BPF_SOURCE,
+                    cflags=hotpath_flags(BPF_DIR, True, kernel=True) + extra),
+        ]
+        if ref is not None:
+            variants += [
+                Variant(f"ref {args.ref}, user stack", "tp", src_file=ref / "hotpath.bpf.c",
+                        cflags=hotpath_flags(ref, True)),
+                Variant(f"ref {args.ref}, user+kernel", "tp", src_file=ref / "hotpath.bpf.c",
+                        cflags=hotpath_flags(ref, True, kernel=True)),
+            ]
+        for v in variants:
+            load(bcc, v)
+        print(f"\n1. {'taskset -c ' + args.pin + ' ' if args.pin else ''}perf bench sched pipe -l {args.pipe_loops} (wall seconds; higher ratio = slower)")
+        run_rounds(bcc, variants, args.rounds, args.hz, lambda: (pipe_seconds(args.pipe_loops, args.pin),),
+                   ("sched pipe total time",), "s")
+        for v in variants:
+            v.bpf.cleanup()
+
+    if args.only != "offcpu":
+        tmp = Path(tempfile.mkdtemp(prefix="hp-bpf-bench-"))
+        exe = tmp / "cpu_split"
+        subprocess.run(["gcc", "-O2", "-fno-omit-frame-pointer", "-mno-omit-leaf-frame-pointer",
+                        "-o", str(exe), str(WORKLOAD)], check=True)
+        variants = [
+            Variant("empty perf-event program", "perf", text=EMPTY_PERF),
+            Variant("hotpath on_cpu_sample", "perf", src_file=BPF_SOURCE,
+                    cflags=hotpath_flags(BPF_DIR, False) + extra),
+            Variant("BCC profile-like (get_stackid)", "perf", text=PROFILE_LIKE),
+        ]
+        if ref is not None:
+            variants.append(Variant(f"ref {args.ref} on_cpu_sample", "perf", src_file=ref / "hotpath.bpf.c",
+                                    cflags=hotpath_flags(ref, False)))
+        for v in variants:
+            load(bcc, v)
+        print(f"\n2. cpu_split {args.iterations} iterations at {args.hz} Hz (CPU-bound, one thread)")
+        run_rounds(bcc, variants, args.rounds, args.hz, lambda: cpu_work(exe, args.iterations),
+                   ("workload CPU time", "workload wall time"), "s")
+        for v in variants:
+            v.bpf.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
