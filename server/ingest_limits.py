@@ -6,17 +6,20 @@ A gzip bomb is stopped after at most `max_out` + one chunk of output: nothing is
 
 from __future__ import annotations
 
+import operator
 import re
 import zlib
 from collections.abc import Mapping
 from typing import IO, Any
 
-from profiler.model import Frame, Profile, Sample
+from profiler.model import Frame, ProfileTable
 from server.api.common import ApiError
 
 LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 RESERVED_PARAMS = frozenset({"type", "sample_rate", "name", "format"})
 _CHUNK = 64 * 1024
+_FUNCTION = operator.attrgetter("function")
+_BINARY = operator.attrgetter("binary")
 
 
 def read_body(stream: IO[bytes], content_length: int | None, limit: int) -> bytes:
@@ -111,29 +114,25 @@ def _clean(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
 
 
-def validate_profile(profile: Profile, config: Mapping[str, Any]) -> dict[int, Frame] | None:
-    """Enforce per-profile limits; replace unstorable characters in frames.
+def validate_table(table: ProfileTable, config: Mapping[str, Any]) -> None:
+    """Enforce per-profile limits; replace unstorable characters in frames (counted).
 
-    Returns the distinct frame objects by `id()` (storage reuses them instead of walking every
-    stack again), or None when frames were repaired (the objects changed).
-
-    Work is per distinct frame object and per distinct label set, not per frame occurrence: decoders
-    share one Frame per pprof location, so this stays cheap for deep stacks.
+    Work is per distinct frame and per distinct label set, never per frame occurrence; the frame
+    text check is one pass over all names joined, repairing frame by frame only when it fails.
     """
-    samples = profile.samples
-    n = len(samples)
+    n = len(table.stacks)
     if n > config["MAX_SAMPLES"]:
         raise ApiError(413, f"profile has {n} samples, over the limit of {config['MAX_SAMPLES']}", "too_many_samples")
     if not n:
-        return {}
-    width = len(profile.sample_types)
-    if any(len(s.values) != width for s in samples):
+        return
+    width = len(table.sample_types)
+    if table.values.shape != (n, width):
         raise ApiError(400, f"a sample's value count differs from the {width} sample types", "bad_profile")
-    deepest = max(map(len, (s.stack for s in samples)))
+    deepest = max(map(len, table.stacks))
     if deepest > config["MAX_STACK_DEPTH"]:
         raise ApiError(413, f"a stack of {deepest} frames exceeds the limit of {config['MAX_STACK_DEPTH']}",
                        "stack_too_deep")
-    label_sets = {s.labels for s in samples}
+    label_sets = set(table.labels)
     if len(label_sets) > config["MAX_DISTINCT_LABEL_SETS"]:
         raise ApiError(413, f"profile has {len(label_sets)} distinct per-sample label sets, over the limit of "
                        f"{config['MAX_DISTINCT_LABEL_SETS']}", "too_many_labels")
@@ -144,17 +143,14 @@ def validate_profile(profile: Profile, config: Mapping[str, Any]) -> dict[int, F
                            "too_many_labels")
         for name, value in labels:
             check_label(name, value, config, "per-sample")
-    frames = {id(f): f for s in samples for f in s.stack}
-    bad = {oid: f for oid, f in frames.items()
-           if "\x00" in f.function or "\x00" in f.binary or not (_utf8_ok(f.function) and _utf8_ok(f.binary))}
-    if not bad:
-        return frames
-    fixed = {oid: Frame(_clean(f.function), _clean(f.binary), f.kind, f.address, f.build_id, f.filename, f.line)
-             for oid, f in bad.items()}
-    profile.samples = [
-        Sample(tuple(fixed.get(id(f), f) for f in s.stack), s.values, s.labels)
-        if any(id(f) in fixed for f in s.stack) else s
-        for s in samples
-    ]
-    profile.counters["invalid_utf8_frames"] = profile.counters.get("invalid_utf8_frames", 0) + len(bad)
-    return None
+    frames = table.frames
+    text = "".join(map(_FUNCTION, frames)) + "".join(map(_BINARY, frames))
+    if "\x00" not in text and _utf8_ok(text):
+        return
+    bad = 0
+    for i, f in enumerate(frames):
+        if "\x00" in f.function or "\x00" in f.binary or not (_utf8_ok(f.function) and _utf8_ok(f.binary)):
+            frames[i] = Frame(_clean(f.function), _clean(f.binary), f.kind, f.address, f.build_id, f.filename, f.line)
+            bad += 1
+    table.counters["invalid_utf8_frames"] = table.counters.get("invalid_utf8_frames", 0) + bad
+

@@ -7,10 +7,11 @@ import time
 from flask import Blueprint, Response, jsonify, request
 
 from profiler.errors import ProfileError
-from profiler.model import Profile, Sample
+from profiler.model import Profile, ProfileTable, Sample
+from profiler.pprof import decode_table
 from profiler.types import CPU, OFFCPU, new_cpu_profile, new_offcpu_profile
 from server.api.common import ApiError, requires, state
-from server.ingest_limits import gunzip_capped, read_body, series_labels, validate_profile
+from server.ingest_limits import gunzip_capped, read_body, series_labels, validate_table
 from server.storage import IngestRejected
 
 bp = Blueprint("ingest", __name__, url_prefix="/api/v1")
@@ -66,17 +67,15 @@ def ingest() -> tuple[Response, int]:
                            "decompressed_too_large")
         mimetype = request.mimetype or ""
         if mimetype.startswith("text/"):
-            profile = _folded_profile(body.decode("utf-8", "replace"), dict(request.args))
+            table = ProfileTable.from_profile(_folded_profile(body.decode("utf-8", "replace"), dict(request.args)))
         else:
-            from profiler import pprof
-
             try:
-                profile = pprof.decode(body)
+                table = decode_table(body)
             except ProfileError as exc:
                 raise ApiError(400, f"body is not a valid pprof profile: {exc}", "bad_profile") from None
-        frames = validate_profile(profile, cfg)
+        validate_table(table, cfg)
         try:
-            result = st.storage.ingest(profile, labels, key, frames=frames)
+            result = st.storage.ingest(table, labels, key)
         except IngestRejected as exc:
             raise ApiError(422, str(exc), "rejected") from None
     except ApiError as exc:

@@ -24,7 +24,7 @@ from server.storage.dictionary import Dictionary
 from server.storage.partitions import Partitions
 
 if TYPE_CHECKING:
-    from profiler.model import Profile
+    from profiler.model import Profile, ProfileTable
     from profiler.selector import Selector
 
 IngestRejected = _ingest.IngestRejected
@@ -47,10 +47,13 @@ class Storage:
         self.seen_labels: dict[tuple[str, str], int] = {}
 
     # -- write ----------------------------------------------------------------------------------
-    def ingest(self, profile: Profile, labels: dict[str, str], key: str | None = None,
-               now: float | None = None, frames: dict[int, Frame] | None = None) -> IngestResult:
-        """Store one profile (`frames`: its distinct Frame objects by id(), if already collected)."""
-        return _ingest.store(self, profile, labels, key, now, frames)
+    def ingest(self, profile: Profile | ProfileTable, labels: dict[str, str], key: str | None = None,
+               now: float | None = None) -> IngestResult:
+        """Store one profile (the columnar table the HTTP API decodes to, or the object model)."""
+        from profiler.model import ProfileTable
+
+        table = profile if isinstance(profile, ProfileTable) else ProfileTable.from_profile(profile)
+        return _ingest.store(self, table, labels, key, now)
 
     # -- read -----------------------------------------------------------------------------------
     def select(self, selector: Selector, t0: int, t1: int, all_columns: bool = True) -> Selection:

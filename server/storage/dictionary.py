@@ -10,6 +10,7 @@ after the caller's transaction committed, so a rolled-back insert never leaves a
 from __future__ import annotations
 
 import hashlib
+import operator
 import struct
 from collections.abc import Iterable, Sequence
 
@@ -25,9 +26,7 @@ _CACHE_LIMIT = 2_000_000
 
 
 def function_hash(frame: Frame) -> bytes:
-    kind = frame.kind.value if isinstance(frame.kind, FrameKind) else str(frame.kind)
-    text = f"{frame.function}\0{frame.binary}\0{kind}".encode("utf-8", "surrogatepass")
-    return hashlib.blake2b(text, digest_size=16).digest()
+    return key_hash(frame_key(frame))
 
 
 def stack_hash(function_hashes: Iterable[bytes]) -> bytes:
@@ -90,67 +89,126 @@ def dense_unique(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return uniq, rank[ids]
 
 
+FrameKey = tuple[str, str, str]  # (function, binary, kind): a function's identity
+_frame_key_fast = operator.attrgetter("function", "binary", "kind.value")
+
+
+def frame_key(frame: Frame) -> FrameKey:
+    kind = frame.kind.value if isinstance(frame.kind, FrameKind) else str(frame.kind)
+    return (frame.function, frame.binary, kind)
+
+
+def _frame_keys(frames: Sequence[Frame]) -> list[FrameKey]:
+    try:  # all at C speed when every kind is a FrameKind (always, from the decoders)
+        return list(map(_frame_key_fast, frames))
+    except AttributeError:
+        return [frame_key(f) for f in frames]
+
+
+def key_hash(key: FrameKey) -> bytes:
+    """`function_hash` of the frame with this key."""
+    text = f"{key[0]}\0{key[1]}\0{key[2]}".encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(text, digest_size=16).digest()
+
+
+class Assignment:
+    """Stack ids of one batch, and the functions/stacks a transaction must insert first (misses).
+
+    Built by `Dictionary.plan` from the caches alone; when `complete` is false, `Dictionary.fill`
+    inserts the misses inside the caller's transaction and `Dictionary.committed` publishes them.
+    """
+
+    __slots__ = ("fids", "keys", "new_functions", "new_stacks", "stack_ids")
+
+    def __init__(self, fids: list[int | None], keys: list[FrameKey]) -> None:
+        self.fids = fids  # function id per table frame (None: not cached)
+        self.keys = keys
+        self.stack_ids: list[int | None] = []
+        self.new_functions: dict[FrameKey, tuple[int, bytes]] = {}
+        self.new_stacks: dict[tuple[int, ...], int] = {}
+
+    @property
+    def complete(self) -> bool:
+        return None not in self.fids and None not in self.stack_ids
+
+
 class Dictionary:
-    """Per-process caches over the `functions` and `stacks` tables (shared by all requests)."""
+    """Per-process caches over the `functions` and `stacks` tables (shared by all requests).
+
+    Write side: function identity (function, binary, kind) -> id, and tuple of function ids (root
+    first) -> stack id. For a steady fleet nearly every stack hits, so a batch costs one key tuple
+    per frame and one id tuple per sample plus dict lookups; hashes are computed only on a miss.
+    """
 
     def __init__(self) -> None:
-        self.frame_ids: dict[Frame, tuple[int, bytes]] = {}
+        self.function_ids: dict[FrameKey, int] = {}
+        self.function_hashes: dict[int, bytes] = {}  # id -> content hash, to hash new stacks
         self.stack_ids: dict[tuple[int, ...], int] = {}
         self.function_rows: dict[int, Frame] = {}
         self.stack_rows: dict[int, bytes] = {}  # uint32 function ids, root first
 
     # -- write side ---------------------------------------------------------------------------
-    def assign(
-        self, conn: Connection, stacks_in: list[tuple[Frame, ...]], by_obj: dict[int, Frame] | None = None
-    ) -> tuple[list[int], dict[Frame, tuple[int, bytes]], dict[tuple[int, ...], int]]:
-        """Stack ids for `stacks_in` (inserting new functions/stacks); returns pending cache entries."""
-        pending_frames: dict[Frame, tuple[int, bytes]] = {}
-        frame_ids = self.frame_ids
-        # Decoded profiles share one Frame object per location: work per object, not per frame.
-        if by_obj is None:
-            by_obj = {id(f): f for stack in stacks_in for f in stack}
-        new_frames: dict[Frame, bytes] = {}
-        for frame in by_obj.values():
-            if frame not in frame_ids and frame not in new_frames:
-                new_frames[frame] = function_hash(frame)
-        if new_frames:
-            got = _insert_ids(conn, functions, [
-                {"hash": h, "name": f.function, "binary": f.binary,
-                 "kind": f.kind.value if isinstance(f.kind, FrameKind) else str(f.kind)}
-                for f, h in new_frames.items()
-            ])
-            for frame, h in new_frames.items():
-                pending_frames[frame] = (got[h], h)
-        obj_fid: dict[int, int] = {}
-        for oid, frame in by_obj.items():
-            hit = frame_ids.get(frame) or pending_frames[frame]
-            obj_fid[oid] = hit[0]
-        fid_of = obj_fid.__getitem__
-        keys = [tuple(map(fid_of, map(id, stack))) for stack in stacks_in]
-        pending_stacks: dict[tuple[int, ...], int] = {}
-        new_stacks: dict[tuple[int, ...], bytes] = {}
-        known = self.stack_ids
-        for key, stack in zip(keys, stacks_in):
-            if key not in known and key not in new_stacks:
-                new_stacks[key] = stack_hash((frame_ids.get(f) or pending_frames[f])[1] for f in stack)
-        if new_stacks:
-            got = _insert_ids(conn, stacks, [
-                {"hash": h, "depth": len(key), "function_ids": pack_function_ids(key)}
-                for key, h in new_stacks.items()
-            ])
-            for key, h in new_stacks.items():
-                pending_stacks[key] = got[h]
-        ids = [known.get(k) or pending_stacks[k] for k in keys]
-        return ids, pending_frames, pending_stacks
+    def plan(self, frames: Sequence[Frame], stacks_in: Sequence[tuple[int, ...]]) -> Assignment:
+        """Stack ids from the caches (`stacks_in`: per sample, root first, indexes into `frames`)."""
+        keys = _frame_keys(frames)
+        fids = list(map(self.function_ids.get, keys))
+        out = Assignment(fids, keys)
+        if None not in fids:
+            self._stack_ids(out, stacks_in)
+        else:
+            out.stack_ids = [None] * len(stacks_in)
+        return out
 
-    def committed(self, frames: dict[Frame, tuple[int, bytes]], stacks_: dict[tuple[int, ...], int]) -> None:
+    def _stack_ids(self, a: Assignment, stacks_in: Sequence[tuple[int, ...]]) -> None:
+        get = a.fids.__getitem__
+        a.stack_ids = [tuple(map(get, st)) for st in stacks_in]  # type: ignore[misc]  # keys for now
+        a.stack_ids = list(map(self.stack_ids.get, a.stack_ids))  # type: ignore[arg-type]
+
+    def fill(self, conn: Connection, a: Assignment, stacks_in: Sequence[tuple[int, ...]]) -> None:
+        """Insert the functions and stacks `a` misses (inside the caller's transaction)."""
+        if None in a.fids:
+            missing = {k for k, fid in zip(a.keys, a.fids) if fid is None}
+            hashes = {k: key_hash(k) for k in missing}
+            got = _insert_ids(conn, functions, [
+                {"hash": h, "name": k[0], "binary": k[1], "kind": k[2]} for k, h in hashes.items()])
+            a.new_functions = {k: (got[h], h) for k, h in hashes.items()}
+            a.fids = [fid if fid is not None else a.new_functions[k][0] for k, fid in zip(a.keys, a.fids)]
+            self._stack_ids(a, stacks_in)
+        if None not in a.stack_ids:
+            return
+        get = a.fids.__getitem__
+        fresh = dict(a.new_functions.values())
+        known = self.function_hashes
+
+        def hash_of(fid: int) -> bytes:
+            h = fresh.get(fid)
+            return h if h is not None else known[fid]
+
+        new: dict[tuple[int, ...], bytes] = {}
+        for st, sid in zip(stacks_in, a.stack_ids):
+            if sid is None:
+                key = tuple(map(get, st))
+                if key not in new:
+                    new[key] = stack_hash(map(hash_of, key))
+        got = _insert_ids(conn, stacks, [
+            {"hash": h, "depth": len(key), "function_ids": pack_function_ids(key)} for key, h in new.items()])
+        a.new_stacks = {key: got[h] for key, h in new.items()}
+        a.stack_ids = [sid if sid is not None else a.new_stacks[tuple(map(get, st))]
+                       for st, sid in zip(stacks_in, a.stack_ids)]
+
+    def committed(self, a: Assignment) -> None:
         """Publish ids learned in a transaction that has now committed."""
-        if len(self.frame_ids) > _CACHE_LIMIT:
-            self.frame_ids.clear()
+        if not (a.new_functions or a.new_stacks):
+            return
+        if len(self.function_ids) > _CACHE_LIMIT:
+            self.function_ids.clear()
+            self.function_hashes.clear()
         if len(self.stack_ids) > _CACHE_LIMIT:
             self.stack_ids.clear()
-        self.frame_ids.update(frames)
-        self.stack_ids.update(stacks_)
+        for key, (fid, h) in a.new_functions.items():
+            self.function_ids[key] = fid
+            self.function_hashes[fid] = h
+        self.stack_ids.update(a.new_stacks)
 
     # -- read side ----------------------------------------------------------------------------
     def load(self, conn: Connection, stack_ids: Iterable[int]) -> None:

@@ -10,14 +10,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import Connection, delete, insert, update
+from sqlalchemy import Connection, delete, func, insert
 from sqlalchemy.dialects import postgresql, sqlite
 
-from profiler.model import Profile, ValueType
+from profiler.model import Profile, ProfileTable, ValueType
 from profiler.types import MAIN_VALUE, PROFILE_TYPES, profile_type_of
 from server import db
 from server.models import batches, ingest_keys, rollup_buckets, sample_labels, series
 from server.storage import rows
+from server.storage.dictionary import Assignment
 from server.storage.plan import STEPS
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def series_id(profile_type: str, labels: dict[str, str], sample_types: list[list
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little", signed=True)
 
 
-def canonical_columns(profile: Profile) -> tuple[str, list[ValueType], list[int], int]:
+def canonical_columns(profile: Profile | ProfileTable) -> tuple[str, list[ValueType], list[int], int]:
     """(type, sample types, column order, main column) with known types in their canonical order."""
     ptype = profile_type_of(profile)
     have = list(profile.sample_types)
@@ -70,14 +71,49 @@ def _inserted(conn: Connection, table, values: dict, keys: list[str]) -> bool:  
     return conn.execute(stmt, values).first() is not None
 
 
-def store(storage: Storage, profile: Profile, labels: dict[str, str], key: str | None,
-          now: float | None = None, frames: dict | None = None) -> IngestResult:  # type: ignore[type-arg]
-    """Store `profile` under series `labels`; one transaction, committed before returning."""
+_BATCH_COLS = ("series_id", "ts", "id", "n_entries", "total", "period", "duration_ns", "stack_ids", "vals",
+               "label_sets", "label_idx", "counters")
+_BATCH_TYPES = ("bigint", "bigint", "bigint", "integer", "bigint", "bigint", "bigint", "bytea", "bytea", "text",
+                "bytea", "text")
+# PostgreSQL: the idempotency key and the batch in ONE statement (a data-modifying CTE), so a batch
+# whose dictionary entries are all cached is one round trip in autocommit: the statement is its
+# own transaction, and it has committed when execute() returns. A duplicate key inserts nothing.
+_PG_INSERT_BATCH = "INSERT INTO batches ({}) VALUES ({})".format(
+    ", ".join(_BATCH_COLS), ", ".join(f"%({c})s" for c in _BATCH_COLS))
+_PG_INSERT_KEYED = (
+    "WITH k AS (INSERT INTO ingest_keys (key, batch_id, created_at) VALUES (%(key)s, %(id)s, %(created_at)s) "
+    "ON CONFLICT (key) DO NOTHING RETURNING 1) "
+    "INSERT INTO batches ({}) SELECT {} WHERE EXISTS (SELECT FROM k) RETURNING id".format(
+        ", ".join(_BATCH_COLS), ", ".join(f"%({c})s::{t}" for c, t in zip(_BATCH_COLS, _BATCH_TYPES))))
+
+
+def _insert_batch(conn: Connection, row: dict, key: str | None, now_s: int) -> bool:  # type: ignore[type-arg]
+    """Insert the batch (and its idempotency key); False when the key was already stored."""
+    if conn.dialect.name == "postgresql":
+        if key is None:
+            conn.exec_driver_sql(_PG_INSERT_BATCH, row)
+            return True
+        return conn.exec_driver_sql(_PG_INSERT_KEYED, {**row, "key": key, "created_at": now_s}).first() is not None
+    if key is not None and not _inserted(conn, ingest_keys, {"key": key, "batch_id": row["id"], "created_at": now_s},
+                                         ["key"]):
+        return False
+    conn.execute(insert(batches), row)
+    return True
+
+
+def store(storage: Storage, table: ProfileTable, labels: dict[str, str], key: str | None,
+          now: float | None = None) -> IngestResult:
+    """Store `table` under series `labels`; committed before returning.
+
+    The steady state (series and label pairs recently touched by this process, every function and
+    stack id cached, batch not late) is one autocommitted statement on PostgreSQL; anything else
+    runs in one transaction with the dictionary inserts and touches.
+    """
     now_s = int(now if now is not None else time.time())
-    ptype, types, order, main = canonical_columns(profile)
+    ptype, types, order, main = canonical_columns(table)
     if not types:
         raise IngestRejected("profile has no sample types")
-    ts = profile.time_nanos // 1_000_000_000 if profile.time_nanos > 0 else now_s
+    ts = table.time_nanos // 1_000_000_000 if table.time_nanos > 0 else now_s
     oldest = now_s - storage.retention_days * 86400
     if ts < oldest:
         raise IngestRejected(f"profile time {ts} is older than the retention window ({storage.retention_days} days)")
@@ -86,78 +122,100 @@ def store(storage: Storage, profile: Profile, labels: dict[str, str], key: str |
     sample_types = [[vt.type, vt.unit] for vt in types]
     sid = series_id(ptype, labels, sample_types)
 
-    samples = profile.samples
-    n = len(samples)
-    values = np.zeros((n, len(types)), dtype=np.int64)
-    if n:
-        raw = np.asarray([s.values for s in samples], dtype=np.int64).reshape(n, -1)
-        values = raw[:, order]
-    interned: dict[tuple[tuple[str, str], ...], int] = {}
-    label_idx = np.fromiter((interned.setdefault(s.labels, len(interned)) for s in samples), np.int64, n)
+    n = len(table.stacks)
+    values = np.asarray(table.values, dtype=np.int64).reshape(n, len(table.sample_types))
+    if order != list(range(values.shape[1])):
+        values = values[:, order]
+    interned = dict.fromkeys(table.labels, 0)  # distinct label sets in first-seen order, at C speed
+    for i, ls in enumerate(interned):
+        interned[ls] = i
+    label_idx = np.fromiter(map(interned.__getitem__, table.labels), np.int64, n)
     label_sets = list(interned)
     has_labels = any(label_sets)
     total = int(values[:, main].sum()) if n else 0
     storage.partitions.ensure_day(ts)
 
-    with db.write(storage.engine) as conn:
-        batch_id = secrets.randbits(53)  # JSON-safe in browsers
-        key_row = {"key": key, "batch_id": batch_id, "created_at": now_s}
-        if key is not None and not _inserted(conn, ingest_keys, key_row, ["key"]):
+    assignment = storage.dictionary.plan(table.frames, table.stacks)
+    batch_id = secrets.randbits(53)  # JSON-safe in browsers
+    counters = {k: int(v) for k, v in table.counters.items()} if table.counters else None
+    meta = {"series_id": sid, "ts": ts, "id": batch_id, "total": total, "period": int(table.period),
+            "duration_ns": int(table.duration_nanos), "counters": json.dumps(counters) if counters else None}
+    fresh_labels = _fresh_label_pairs(storage, label_sets, ts) if has_labels else []
+    late = ts < now_s - storage.rollup_grace_s
+    steady = (assignment.complete and not fresh_labels and not late and _series_fresh(storage, sid, ts)
+              and db.is_postgres(storage.engine))
+    if steady:
+        row = _row(assignment, values, label_idx if has_labels else None, label_sets, meta)
+        with storage.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            if not _insert_batch(conn, row, key, now_s):
+                return IngestResult("duplicate")
+    else:
+        with db.write(storage.engine) as conn:
+            if not assignment.complete:
+                storage.dictionary.fill(conn, assignment, table.stacks)
+            row = _row(assignment, values, label_idx if has_labels else None, label_sets, meta)
+            stored = _insert_batch(conn, row, key, now_s)
+            if stored:
+                _touch_series(storage, conn, sid, ptype, labels, sample_types, ts)
+                if fresh_labels:
+                    _touch_sample_labels(conn, fresh_labels, ts)
+                if late:
+                    # A late batch for a bucket that may already be rolled up: have it recomputed.
+                    for step in STEPS:
+                        conn.execute(delete(rollup_buckets).where(rollup_buckets.c.step == step,
+                                                                  rollup_buckets.c.ts == ts - ts % step))
+        storage.dictionary.committed(assignment)  # dictionary rows are valid even for a duplicate
+        if not stored:
             return IngestResult("duplicate")
-        _touch_series(storage, conn, sid, ptype, labels, sample_types, ts)
-        stack_ids, pending_f, pending_s = storage.dictionary.assign(conn, [s.stack for s in samples], frames)
-        entries = rows.combine(np.asarray(stack_ids, dtype=np.int64), values,
-                               label_idx if has_labels else None)
-        row = rows.encode(entries, label_sets if has_labels else None)
-        counters = {k: int(v) for k, v in profile.counters.items()} if profile.counters else None
-        conn.execute(insert(batches), {
-            **row, "series_id": sid, "ts": ts, "id": batch_id, "total": total, "period": int(profile.period),
-            "duration_ns": int(profile.duration_nanos), "counters": json.dumps(counters) if counters else None,
-        })
-        fresh_labels = _touch_sample_labels(storage, conn, label_sets, ts) if has_labels else []
-        if ts < now_s - storage.rollup_grace_s:
-            # A late batch for a bucket that may already be rolled up: have it recomputed.
-            for step in STEPS:
-                conn.execute(delete(rollup_buckets).where(rollup_buckets.c.step == step,
-                                                          rollup_buckets.c.ts == ts - ts % step))
-    storage.dictionary.committed(pending_f, pending_s)
-    first, last = storage.seen_series.get(sid, (ts, ts))
-    storage.seen_series[sid] = (min(first, ts), max(last, ts))
-    if len(storage.seen_labels) > 1_000_000:
-        storage.seen_labels.clear()
-    for pair in fresh_labels:
-        storage.seen_labels[pair] = ts
-    return IngestResult("stored", batch_id, n, int(entries.stack_ids.size))
+        first, last = storage.seen_series.get(sid, (ts, ts))
+        storage.seen_series[sid] = (min(first, ts), max(last, ts))
+        if len(storage.seen_labels) > 1_000_000:
+            storage.seen_labels.clear()
+        for pair in fresh_labels:
+            storage.seen_labels[pair] = ts
+    return IngestResult("stored", batch_id, n, row["n_entries"])
+
+
+def _row(assignment: Assignment, values: np.ndarray, label_idx: np.ndarray | None, label_sets: list,
+         meta: dict) -> dict:  # type: ignore[type-arg]
+    ids = np.fromiter(assignment.stack_ids, np.int64, len(assignment.stack_ids))  # type: ignore[arg-type]
+    entries = rows.combine(ids, values, label_idx)
+    return {**rows.encode(entries, label_sets if label_idx is not None else None), **meta}
+
+
+def _series_fresh(storage: Storage, sid: int, ts: int) -> bool:
+    seen = storage.seen_series.get(sid)
+    return seen is not None and seen[0] <= ts and seen[1] >= ts - _STALE_S
+
+
+def _fresh_label_pairs(storage: Storage, label_sets: list, ts: int) -> list[tuple[str, str]]:
+    """Per-sample label pairs this process has not stored as seen within the last `_STALE_S`."""
+    seen = storage.seen_labels
+    stale = ts - _STALE_S
+    fresh = {pair for labels in label_sets for pair in labels
+             if (last := seen.get(pair)) is None or last < stale}
+    return sorted(fresh)
 
 
 def _touch_series(storage: Storage, conn: Connection, sid: int, ptype: str, labels: dict[str, str],
                   sample_types: list[list[str]], ts: int) -> None:
-    seen = storage.seen_series.get(sid)
-    if seen is not None and seen[0] <= ts and seen[1] >= ts - _STALE_S:
+    if _series_fresh(storage, sid, ts):
         return
-    if not _inserted(conn, series, {
-        "id": sid, "profile_type": ptype, "labels": json.dumps(labels, sort_keys=True, separators=(",", ":")),
-        "sample_types": json.dumps(sample_types), "first_seen": ts, "last_seen": ts,
-    }, ["id"]):
-        conn.execute(update(series).where(series.c.id == sid, series.c.last_seen < ts).values(last_seen=ts))
-        conn.execute(update(series).where(series.c.id == sid, series.c.first_seen > ts).values(first_seen=ts))
+    pg = conn.dialect.name == "postgresql"
+    stmt = (postgresql if pg else sqlite).insert(series).values(
+        id=sid, profile_type=ptype, labels=json.dumps(labels, sort_keys=True, separators=(",", ":")),
+        sample_types=json.dumps(sample_types), first_seen=ts, last_seen=ts)
+    least, greatest = (func.least, func.greatest) if pg else (func.min, func.max)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_={
+        "first_seen": least(series.c.first_seen, stmt.excluded.first_seen),
+        "last_seen": greatest(series.c.last_seen, stmt.excluded.last_seen)}))
 
 
-def _touch_sample_labels(storage: Storage, conn: Connection, label_sets: list,
-                         ts: int) -> list[tuple[str, str]]:
-    fresh = []
-    seen = storage.seen_labels
-    for labels in label_sets:
-        for pair in labels:
-            last = seen.get(pair)
-            if last is None or last < ts - _STALE_S:
-                fresh.append(pair)
-    if not fresh:
-        return []
-    unique = sorted(set(fresh))
-    _insert_ignore(conn, sample_labels, [{"name": k, "value": v, "last_seen": ts} for k, v in unique],
-                   ["name", "value"])
-    for k, v in unique:
-        conn.execute(update(sample_labels).where(sample_labels.c.name == k, sample_labels.c.value == v,
-                                                 sample_labels.c.last_seen < ts).values(last_seen=ts))
-    return unique
+def _touch_sample_labels(conn: Connection, pairs: list[tuple[str, str]], ts: int) -> None:
+    pg = conn.dialect.name == "postgresql"
+    stmt = (postgresql if pg else sqlite).insert(sample_labels)
+    greatest = func.greatest if pg else func.max
+    conn.execute(stmt.on_conflict_do_update(index_elements=["name", "value"], set_={
+        "last_seen": greatest(sample_labels.c.last_seen, stmt.excluded.last_seen)}),
+        [{"name": k, "value": v, "last_seen": ts} for k, v in pairs])
