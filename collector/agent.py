@@ -28,6 +28,7 @@ from profiler import pprof
 from profiler.model import Profile
 
 log = logging.getLogger("hotpath.collector")
+FIRST_INTERVAL_S = 2.0
 
 
 @dataclass(slots=True)
@@ -115,7 +116,9 @@ class Agent:
     def run(self) -> int:
         """Tick every interval until stopped; retry shipping between ticks; flush on stop."""
         interval = self.config.interval_s
-        next_tick = self.clock() + interval
+        # A short first interval shows within seconds that sampling and shipping work; it is an
+        # ordinary batch whose profile carries its own (shorter) duration, like the flush on stop.
+        next_tick = self.clock() + min(interval, FIRST_INTERVAL_S)
         while True:
             now = self.clock()
             if now >= next_tick:
@@ -173,7 +176,8 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None,
             signal.signal(sig, lambda *_: agent.stop.set())
     agent.started_at = started
     agent.out(f"hotpath collector: pid {os.getpid()} sampling at {config.frequency} Hz, "
-              f"off-CPU {'on' if config.offcpu else 'off'}, every {config.interval_s:g}s -> "
+              f"off-CPU {'on' if config.offcpu else 'off'}, every {config.interval_s:g}s "
+              f"(first after {min(config.interval_s, FIRST_INTERVAL_S):g}s) -> "
               f"{shipper.url} (spool {spool.dir}, loaded in {time.monotonic() - started:.1f}s)")
     try:
         return agent.run()

@@ -207,6 +207,9 @@ def load_programs(frequency: int, offcpu: bool, min_block_ns: int, pids: Iterabl
         child = subprocess.Popen([sys.executable, "-m", "collector.bpf_loader", "--child",
                                   str(theirs.fileno()), options], pass_fds=(theirs.fileno(),),
                                  stdin=subprocess.DEVNULL, stdout=2, env=env, cwd=root)
+    except OSError as exc:
+        ours.close()
+        raise LoaderError(f"cannot start the BPF loader process {sys.executable}: {exc}") from exc
     finally:
         theirs.close()  # so a loader that dies without a word reads as EOF, not a hang
     fds: list[int] = []

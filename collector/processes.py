@@ -1,7 +1,9 @@
 """Track live processes and snapshot their mappings early, so short-lived ones stay symbolizable.
 
-A background poll (every ~200 ms) captures each new pid, re-captures young ones (their shared
-libraries load after exec), and keeps dead processes' snapshots until the next drain used them.
+A background poll (every ~500 ms) lists /proc, fully captures only pids it has not seen, re-reads
+just the mappings of young ones (their shared libraries load after exec), and keeps dead processes'
+snapshots until the next drain used them. Listing /proc is cheap; reading every process's maps at
+each poll was not, so a quiet host costs one directory listing per poll.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from collector.symbolize.procmaps import PROC, ProcessInfo, capture
+from collector.symbolize.procmaps import PROC, ProcessInfo, capture, recapture_maps
 
 
 class ProcessTracker:
@@ -29,13 +31,15 @@ class ProcessTracker:
         self._lock = threading.Lock()
         self._infos: dict[int, ProcessInfo] = {}
         self._first_seen: dict[int, float] = {}
+        self._young: dict[int, float] = {}  # pid -> first seen, while its mappings may still change
+        self._dead: set[int] = set()  # known pids marked dead (a reused pid number is a new process)
         self._dead_since_drain: set[int] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.captures = 0
 
-    def _capture(self, pid: int) -> ProcessInfo | None:
-        info = capture(pid, self.proc)
+    def _capture(self, pid: int, previous: ProcessInfo | None = None) -> ProcessInfo | None:
+        info = recapture_maps(previous, self.proc) if previous is not None else capture(pid, self.proc)
         if info is None:
             return None
         self.captures += 1
@@ -54,20 +58,32 @@ class ProcessTracker:
         return pids & self.only if self.only is not None else pids
 
     def poll(self) -> None:
-        """One scan: capture new pids, refresh young ones, mark vanished ones dead."""
+        """One scan: capture new pids, refresh young ones' mappings, mark vanished ones dead."""
         now = self._clock()
         live = self._live_pids()
         with self._lock:
             known = set(self._infos)
-        for pid in live:
-            first = self._first_seen.setdefault(pid, now)
-            if pid not in known or now - first < self.young_s:
-                self._capture(pid)
+        new = (live - known) | (live & self._dead)
+        for pid in new:
+            self._dead.discard(pid)
+            self._first_seen[pid] = now
+            info = self._capture(pid)
+            if info is not None and not info.kernel_thread:
+                self._young[pid] = now
+        for pid, first in list(self._young.items()):
+            if pid not in live or now - first >= self.young_s:
+                del self._young[pid]
+            elif pid not in new:
+                with self._lock:
+                    previous = self._infos.get(pid)
+                if previous is not None:
+                    self._capture(pid, previous)
         with self._lock:
             for pid in known - live:
                 info = self._infos.get(pid)
                 if info is not None and info.alive:
                     info.alive = False
+                    self._dead.add(pid)
                     self._dead_since_drain.add(pid)
 
     def get(self, pid: int) -> ProcessInfo | None:
@@ -75,8 +91,11 @@ class ProcessTracker:
         with self._lock:
             info = self._infos.get(pid)
         if info is None:
-            self._first_seen.setdefault(pid, self._clock())
+            now = self._clock()
+            self._first_seen.setdefault(pid, now)
             info = self._capture(pid)
+            if info is not None and not info.kernel_thread:
+                self._young.setdefault(pid, now)
         return info
 
     def refresh(self, pid: int) -> ProcessInfo | None:
@@ -95,6 +114,7 @@ class ProcessTracker:
             for pid in gone:
                 self._infos.pop(pid, None)
                 self._first_seen.pop(pid, None)
+                self._dead.discard(pid)
             self._dead_since_drain = set()
         return gone
 

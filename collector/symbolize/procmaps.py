@@ -116,3 +116,19 @@ def capture(pid: int, proc: Path = PROC) -> ProcessInfo | None:
             info.nspid = int(ids[-1]) if ids else pid
     info.cgroup, info.container_id, info.pod_uid = parse_cgroup(_read(base / "cgroup") or "")
     return info
+
+
+def recapture_maps(info: ProcessInfo, proc: Path = PROC) -> ProcessInfo | None:
+    """A new snapshot of a known process's mappings and comm (what exec and dlopen change); the
+    namespace pid and cgroup are kept from `info`. None when the process is gone."""
+    base = proc / str(info.pid)
+    maps_text = _read(base / "maps")
+    if maps_text is None:
+        return None
+    fresh = ProcessInfo(pid=info.pid, nspid=info.nspid, cgroup=info.cgroup, container_id=info.container_id,
+                        pod_uid=info.pod_uid)
+    fresh.maps = parse_maps(maps_text)
+    fresh.starts = [m.start for m in fresh.maps]
+    fresh.kernel_thread = maps_text == ""
+    fresh.comm = (_read(base / "comm") or "").strip()
+    return fresh

@@ -21,6 +21,9 @@ from profiler.model import Frame, FrameKind
 KERNEL_BINARY = "[kernel.kallsyms]"
 UNKNOWN = "[unknown]"
 Counters = MutableMapping[str, int]
+# Bounds of the frame cache (an entry is ~250 bytes): per process, and in all.
+MAX_FRAMES_PER_PID = 32768
+MAX_FRAMES = 100_000
 
 
 def _count(counters: Counters, *names: str) -> None:
@@ -43,7 +46,13 @@ class Symbolizer:
         self._pinned: dict[tuple[int, int], str] = {}  # (pid, mapping start) -> image key
         self._perfmaps: LRU[int, PerfMap] = LRU(256)
         self._refreshed: set[int] = set()
+        self._perfmaps_checked: set[int] = set()  # pids whose perf map was stat()ed this drain
         self._checked: set[tuple[int, int, str]] = set()  # (pid, start, path) already warmed
+        # pid -> (the ProcessInfo it was built from, {(address, is_leaf): (frame, counter names)}):
+        # most stacks recur every interval, and a file-backed frame depends only on the mapping
+        # snapshot and the image, so it is reused until the process is captured anew.
+        self._frames: dict[int, tuple[ProcessInfo, dict[tuple[int, bool], tuple[Frame, tuple[str, ...]]]]] = {}
+        self.frame_cache_hits = 0
 
     # -- ELF images --------------------------------------------------------------------------
     def _candidates(self, pid: int, m: Mapping) -> list[str]:
@@ -101,6 +110,7 @@ class Symbolizer:
             for ident in [k for k in self._checked if k[0] == pid]:
                 self._checked.discard(ident)
             self._perfmaps.pop(pid)
+            self._frames.pop(pid, None)
 
     # -- frames ------------------------------------------------------------------------------
     def kernel_frames(self, addrs: Sequence[int], counters: Counters) -> list[Frame]:
@@ -124,10 +134,14 @@ class Symbolizer:
                 path = f"/tmp/perf-{pid}.map"
             pm = PerfMap(path)
             self._perfmaps.put(pid, pm)
+        elif pid in self._perfmaps_checked:
+            return pm if pm.starts else None
+        self._perfmaps_checked.add(pid)  # one stat per pid per drain: JITs append between drains
         return pm if pm.refresh() else None
 
     def _user_frame(self, pid: int, info: ProcessInfo | None, addr: int, lookup: int,
-                    counters: Counters) -> Frame:
+                    counters: Counters) -> tuple[Frame, bool]:
+        """The frame, and whether it may be cached (a file-backed mapping of this snapshot)."""
         m = info.find(lookup) if info else None
         if m is None and info is not None and info.alive and pid not in self._refreshed:
             self._refreshed.add(pid)  # one refresh per pid per drain: new dlopen/JIT regions
@@ -137,35 +151,61 @@ class Symbolizer:
             pm = self._perfmap(pid, info)
             name = pm.resolve(lookup) if pm else None
             if name is not None:
-                return Frame(name, f"/tmp/perf-{pid}.map", FrameKind.JIT, address=addr)
+                return Frame(name, f"/tmp/perf-{pid}.map", FrameKind.JIT, address=addr), False
             if m is not None:
                 _count(counters, "unsymbolized_frames", "unsymbolized_special")
                 return Frame(f"{m.path or '[anon]'}+0x{lookup - m.start:x}", m.path or "[anon]",
-                             FrameKind.UNKNOWN, address=addr)
+                             FrameKind.UNKNOWN, address=addr), False
             _count(counters, "unsymbolized_frames",
                    "unsymbolized_no_process" if info is None else "unsymbolized_no_mapping")
-            return Frame(UNKNOWN, "", FrameKind.UNKNOWN, address=addr)
+            return Frame(UNKNOWN, "", FrameKind.UNKNOWN, address=addr), False
         _key, syms = self._image_for(pid, m)
         file_off = lookup - m.start + m.offset
         vaddr = syms.to_vaddr(file_off) if syms else None
         name = syms.resolve(vaddr) if syms and vaddr is not None else None
         if name is not None:
             return Frame(demangle(name), m.clean_path, FrameKind.NATIVE, address=addr,
-                         build_id=syms.build_id if syms else "")
+                         build_id=syms.build_id if syms else ""), True
         _count(counters, "unsymbolized_frames",
                "unsymbolized_unreadable_binary" if syms is None else "unsymbolized_no_symbol")
         off = vaddr if vaddr is not None else file_off
         return Frame(f"{os.path.basename(m.clean_path)}+0x{off:x}", m.clean_path, FrameKind.NATIVE,
-                     address=addr, build_id=syms.build_id if syms else "")
+                     address=addr, build_id=syms.build_id if syms else ""), True
 
     def user_frames(self, pid: int, addrs: Sequence[int], counters: Counters) -> list[Frame]:
         """Leaf-first user addresses of process `pid` -> leaf-first frames."""
         with self._lock:
             info = self.tracker.get(pid)
-            # Return addresses point after the call: look up addr-1 so tail calls resolve right.
-            return [self._user_frame(pid, info, a, a - 1 if i else a, counters)
-                    for i, a in enumerate(addrs)]
+            cached = self._frames.get(pid)
+            if cached is None or cached[0] is not info:
+                cached = (info, {})  # type: ignore[assignment]
+                if info is not None:
+                    self._frames[pid] = cached  # type: ignore[assignment]
+            cache = cached[1]
+            out = []
+            for i, a in enumerate(addrs):
+                hit = cache.get((a, i == 0))
+                if hit is not None:
+                    self.frame_cache_hits += 1
+                    for name in hit[1]:
+                        counters[name] = counters.get(name, 0) + 1
+                    out.append(hit[0])
+                    continue
+                # Return addresses point after the call: look up addr-1 so tail calls resolve right.
+                seen: dict[str, int] = {}
+                frame, cacheable = self._user_frame(pid, info, a, a - 1 if i else a, seen)
+                for name, n in seen.items():
+                    counters[name] = counters.get(name, 0) + n
+                if cacheable and info is not None and self.tracker.get(pid) is info:
+                    if len(cache) >= MAX_FRAMES_PER_PID:
+                        cache.clear()
+                    cache[(a, i == 0)] = (frame, tuple(seen))
+                out.append(frame)
+            return out
 
     def end_drain(self) -> None:
         with self._lock:
             self._refreshed.clear()
+            self._perfmaps_checked.clear()
+            if sum(len(c[1]) for c in self._frames.values()) > MAX_FRAMES:
+                self._frames.clear()

@@ -3,9 +3,11 @@ kallsyms with kptr_restrict, cgroup parsing, unreadable and deleted binaries."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 from collector.processes import ProcessTracker
 from collector.symbolize.demangle import demangle
@@ -15,6 +17,7 @@ from collector.symbolize.perfmap import PerfMap
 from collector.symbolize.procmaps import parse_cgroup, parse_maps
 from collector.symbolize.symbolizer import Symbolizer
 from profiler.model import FrameKind
+from tests.conftest import require
 
 
 def test_demangle_cpp_and_rust() -> None:
@@ -117,3 +120,52 @@ def test_unreadable_binary_becomes_basename_offset(build, tmp_path) -> None:
     assert frame[0].function.startswith("gone+0x") and frame[0].binary == str(exe)
     assert frame[1].function == "[unknown]"
     assert counters["unsymbolized_frames"] == 2
+    # The second time, the native frame comes from the frame cache and still counts as unsymbolized.
+    hits = sym.frame_cache_hits
+    again = sym.user_frames(proc.pid, [addr, 0x10], counters)
+    assert again == frame and sym.frame_cache_hits == hits + 1
+    assert counters["unsymbolized_frames"] == 4 and counters["unsymbolized_unreadable_binary"] == 2
+
+
+def test_separate_debug_file_via_gnu_debuglink(build, tmp_path) -> None:
+    """A stripped binary whose symbols live in a `.gnu_debuglink`ed file beside it (as gdb finds it)."""
+    require(shutil.which("objcopy") is not None, "objcopy (binutils) to split debug info")
+    full = load_elf(str(build("cpu_split")))
+    exe = tmp_path / "stripped"
+    shutil.copy(build("cpu_split"), exe)
+    debug = tmp_path / "stripped.debug"
+    for args in (["--only-keep-debug", str(exe), str(debug)], ["--strip-all", str(exe)],
+                 [f"--add-gnu-debuglink={debug}", str(exe)]):
+        subprocess.run(["objcopy", *args], check=True, cwd=tmp_path)
+    names = ("main", "path_a", "path_b", "path_c", "spin")
+    addrs = {n: full.addrs[full.names.index(n)] + 1 for n in names}
+    linked = load_elf(str(exe))
+    assert linked.debuglink == "stripped.debug" and linked.has_symtab
+    assert {n: linked.resolve(a) for n, a in addrs.items()} == {n: n for n in names}
+    debug.rename(tmp_path / "elsewhere.debug")  # without the debug file the names are gone
+    bare = load_elf(str(exe))
+    assert not bare.has_symtab and all(bare.resolve(a) != n for n, a in addrs.items())
+
+
+def test_perf_map_of_a_process_in_its_own_pid_and_mount_namespace() -> None:
+    """In a container the JIT writes /tmp/perf-<namespace pid>.map into the container's /tmp:
+    found through /proc/<host pid>/root, named by the NSpid, not the host pid."""
+    require(os.geteuid() == 0 and shutil.which("unshare") is not None, "root and unshare for namespaces")
+    script = ("mount -t tmpfs tmpfs /tmp && printf '10000 100 jit_fn_in_container\\n' > /tmp/perf-$$.map "
+              "&& echo $$ && exec sleep 60")
+    outer = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "--mount",
+                              "sh", "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert outer.stdout is not None
+        assert outer.stdout.readline().strip() == "1"  # the namespace pid the map file is named after
+        host_pid = int(Path(f"/proc/{outer.pid}/task/{outer.pid}/children").read_text().split()[0])
+        assert not Path("/tmp/perf-1.map").exists() and not Path(f"/tmp/perf-{host_pid}.map").exists()
+        sym = _symbolizer(host_pid)
+        assert sym.tracker.get(host_pid).nspid == 1
+        counters: dict[str, int] = {}
+        frame = sym.user_frames(host_pid, [0x10050], counters)[0]
+    finally:
+        outer.kill()  # --kill-child: the namespace's init (our sleep) dies with it
+        outer.wait()
+    assert frame.function == "jit_fn_in_container" and frame.kind is FrameKind.JIT
+    assert counters == {}
