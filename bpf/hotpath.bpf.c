@@ -129,14 +129,7 @@ BPF_HASH(offcpu_counts1, struct hp_key, u64, HP_COUNTS_ENTRIES);
 BPF_TABLE("lru_hash", u32, struct hp_start, start, HP_START_ENTRIES);
 /* Per-thread stack-sampling predictor (see hotpath.h); LRU for the same reason as `start`. */
 BPF_TABLE("lru_hash", u32, struct hp_thread, threads, HP_THREAD_ENTRIES);
-
-static __always_inline void hp_stat_add(int slot, u64 value)
-{
-    int idx = slot;
-    u64 *v = stats.lookup(&idx);
-    if (v)
-        *v += value;
-}
+BPF_PERCPU_ARRAY(cpu_last, struct hp_cpu, 1);
 
 /* Probability (of HP_P_ONE) of taking stacks at a thread's next switch-out. */
 static __always_inline u32 hp_offcpu_p(u64 recent)
@@ -147,13 +140,13 @@ static __always_inline u32 hp_offcpu_p(u64 recent)
     return p < HP_OFFCPU_MIN_P ? HP_OFFCPU_MIN_P : (u32)p;
 }
 
-/* Close a span whose stacks were taken (its `start` entry), weighting its time by 1/p. */
-static __always_inline void hp_offcpu_end(u32 tid, u64 now, u32 p, u64 gen)
+/* Close a span whose stacks were taken (its `start` entry) at `end`, weighting its time by 1/p. */
+static __always_inline void hp_offcpu_end(u32 tid, u64 end, u32 p, u64 gen)
 {
     struct hp_start *sp = start.lookup(&tid);
     if (!sp)
         return;
-    u64 delta = now - sp->ts;
+    u64 delta = end - sp->ts;
     struct hp_key key = sp->key;
     u64 then = sp->gen;
     start.delete(&tid);
@@ -175,56 +168,73 @@ static __always_inline void hp_offcpu_end(u32 tid, u64 now, u32 p, u64 gen)
     hp_add(&key, value, hp_control(HP_CTL_BUFFER), 1);
 }
 
+/* Every BPF helper call costs ~30-80 ns here (each return goes through the SRSO "safe RET"
+ * thunk), comparable to the rest of a context switch, so the common path below makes two calls:
+ * bpf_ktime_get_ns and one `threads` lookup. A thread's switch-in time is not looked up by
+ * next_pid at its switch-in: it is the time of the last switch on this CPU, read from `cpu_last`
+ * when the thread next switches out (it has been on this CPU ever since). So a span is reported
+ * at the thread's next switch-out (or its exit), one on-CPU stretch late. */
 TRACEPOINT_PROBE(sched, sched_switch)
 {
     u64 now = bpf_ktime_get_ns();
-    u64 gen = hp_control(HP_CTL_STACKGEN);
+    int zero = 0;
+    struct hp_cpu *c = cpu_last.lookup(&zero);
+    if (!c)
+        return 0;
+    u64 in_ts = c->ts;
+    u32 in_tid = c->tid;
+    c->ts = now;
+    c->tid = args->next_pid;
 
-    /* Switch-in: the task being scheduled back gets the time it spent off the CPU. */
-    u32 next = args->next_pid;
-    struct hp_thread *t = threads.lookup(&next);
-    if (t) {
-        if (t->out_ts) {
-            u64 delta = now - t->out_ts;
-            u32 p = t->p;
-            u64 decayed = t->recent - (t->recent >> HP_OFFCPU_DECAY_SHIFT);
-            t->recent = delta > decayed ? delta : decayed;
-            t->out_ts = 0;
-            if (p) {
-                hp_offcpu_end(next, now, p, gen);
-            } else if (delta < MIN_BLOCK_NS) {
-                hp_stat(HP_STAT_SHORT_BLOCKS);
-            } else {
-                /* Sampled out: the 1/p weights of sampled spans carry this time on average. */
-                hp_stat(HP_STAT_SAMPLED_OUT);
-                hp_stat_add(HP_STAT_SAMPLED_OUT_NS, delta);
-            }
-        }
-    } else {
-        /* No predictor entry (evicted from the LRU, or its update failed): stacks, if any,
-         * were taken unconditionally, so the span counts with weight 1. */
-        hp_offcpu_end(next, now, HP_P_ONE, gen);
-    }
-
-    /* Switch-out: `current` is still the previous task, so its stacks can be taken here. */
     u32 prev = args->prev_pid;
     if (prev == 0)
         return 0;
-    u64 id = bpf_get_current_pid_tgid();
-    u32 tgid = id >> 32;
-    if (!hp_wanted(tgid))
+#ifdef FILTER_PIDS
+    if (!hp_wanted(bpf_get_current_pid_tgid() >> 32))
         return 0;
-    struct hp_thread *pt = threads.lookup(&prev);
-    if (pt) {
-        u32 p = hp_offcpu_p(pt->recent);
-        pt->out_ts = now;
-        if (p < HP_P_ONE && (bpf_get_prandom_u32() & (HP_P_ONE - 1)) >= p) {
-            pt->p = 0; /* no stacks, no `start` entry: this is the cheap path */
+#endif
+    /* A valid switch-in for prev: this CPU's last switch scheduled prev, after prev's switch-out.
+     * Anything else means a run of this program was skipped (the kernel counts those as the
+     * program's recursion misses) and prev's open span cannot be closed. */
+    int in_ok = in_tid == prev;
+    u64 gen = hp_control(HP_CTL_STACKGEN);
+    u32 p = HP_P_ONE;
+    struct hp_thread *t = threads.lookup(&prev);
+    if (t) {
+        if (t->out_ts) {
+            if (in_ok && in_ts > t->out_ts) {
+                u64 delta = in_ts - t->out_ts;
+                u64 decayed = t->recent - (t->recent >> HP_OFFCPU_DECAY_SHIFT);
+                t->recent = delta > decayed ? delta : decayed;
+                if (t->p) {
+                    hp_offcpu_end(prev, in_ts, t->p, gen);
+                } else if (delta < MIN_BLOCK_NS) {
+                    hp_stat(HP_STAT_SHORT_BLOCKS);
+                } else {
+                    /* Sampled out: the 1/p weights of sampled spans carry this time on average. */
+                    hp_stat(HP_STAT_SAMPLED_OUT);
+                }
+            } else {
+                hp_stat(HP_STAT_LOST_SPANS);
+                if (t->p)
+                    start.delete(&prev);
+            }
+        }
+        p = hp_offcpu_p(t->recent);
+        t->out_ts = now;
+        /* A PRNG step instead of bpf_get_prandom_u32 (a helper call); the draw only has to be
+         * independent of how long the coming span will be. */
+        c->rng = (c->rng ^ now) * 0x9E3779B97F4A7C15ULL;
+        if (p < HP_P_ONE && (u32)(c->rng >> 48) >= p) {
+            t->p = 0; /* no stacks, no `start` entry: this is the common, cheap path */
             return 0;
         }
-        pt->p = p;
+        t->p = p;
     } else {
-        /* A thread never seen: assume it just blocked MIN_BLOCK_NS, so its first span is exact. */
+        /* A thread never seen (or evicted from the LRU): assume it just blocked MIN_BLOCK_NS,
+         * so its first span is exact. An evicted thread's open span closes with weight 1. */
+        if (in_ok)
+            hp_offcpu_end(prev, in_ts, HP_P_ONE, gen);
         struct hp_thread fresh = {};
         fresh.out_ts = now;
         fresh.recent = MIN_BLOCK_NS;
@@ -234,7 +244,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
     struct hp_start s = {};
     s.ts = now;
     s.gen = gen;
-    s.key.tgid = tgid;
+    s.key.tgid = bpf_get_current_pid_tgid() >> 32;
     s.key.tid = prev;
     s.key.cgroup_id = bpf_get_current_cgroup_id();
     bpf_get_current_comm(&s.key.comm, sizeof(s.key.comm));

@@ -41,7 +41,8 @@
 #define HP_STAT_SHORT_BLOCKS 5  /* off-CPU spans shorter than MIN_BLOCK_NS (skipped by design) */
 #define HP_STAT_SAMPLED_OUT 6   /* off-CPU spans >= MIN_BLOCK_NS whose stacks the predictor skipped;
                                  * their time is carried, in expectation, by the weighted spans */
-#define HP_STAT_SAMPLED_OUT_NS 7 /* nanoseconds of those spans (compare with the weighted excess) */
+#define HP_STAT_LOST_SPANS 7    /* off-CPU spans dropped: their switch-in was not seen (the kernel
+                                 * skipped a run of the program: see its recursion misses) */
 #define HP_STAT_SLOTS 8
 
 /* Off-CPU stack sampling. Taking stacks at every switch-out dominated the cost of a context
@@ -72,6 +73,14 @@ struct hp_thread {
     __u64 recent;   /* decaying maximum of recent off-CPU span lengths, ns */
     __u32 p;        /* probability (of HP_P_ONE) the open span's stacks were taken with; 0 = not taken */
     __u32 pad;
+};
+
+/* The last context switch on a CPU (map `cpu_last`): when and to which thread. */
+struct hp_cpu {
+    __u64 ts;
+    __u32 tid;
+    __u32 pad;
+    __u64 rng;      /* PRNG state for the sampling draws */
 };
 
 /* Stack id used when a stack map generation was recycled while a task was blocked. */
