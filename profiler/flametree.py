@@ -135,54 +135,89 @@ def build_tree_ids(frames: Sequence[Frame], flat: np.ndarray, lengths: np.ndarra
         t.total[0] = t.self_[0] = int(values.sum())
         return t
     if lengths.size * max_depth <= 4 * flat.size + (1 << 20):
-        parent, frame, self_, total = _build_sorted(flat, lengths, values, max_depth)
+        parent, frame, self_, total, depth = _build_sorted(flat, lengths, values, max_depth)
     else:  # very uneven lengths (one deep stack among many short ones): padding would explode
         parent, frame, self_, total = _build_unique(flat, lengths, values, nframes, max_depth)
-    depth = _depths(parent)
+        depth = _depths(parent)
     return FlameTree(table, parent, frame, depth, total, self_, np.zeros(parent.size, dtype=np.int64))
 
 
 def _build_sorted(flat: np.ndarray, lengths: np.ndarray, values: np.ndarray, max_depth: int
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Sort the padded stacks once (rows as big-endian bytes sort like their numbers), then each
-    level's nodes are runs of equal (parent, frame) among the stacks still active: no per-level sort."""
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sort the padded stacks once (rows as big-endian bytes sort like their numbers); then the
+    longest common prefix (LCP) of sorted neighbours gives the whole tree with no grouping per level.
+
+    Stack i (sorted) creates the nodes at depths lcp[i]..len[i]-1; the node it makes at depth d
+    covers the sorted stacks up to the next one with lcp <= d, so its total is a difference of
+    prefix sums, and its parent is its own node one level up (or, for its first node, the node
+    one level up holding stack i-1). Sorted order already puts each level's nodes by (parent,
+    frame id). Work per level is over the stacks, never per node, and the output arrays are
+    written once in place (at 8M nodes, allocation and copies cost more than the arithmetic).
+    """
     n = lengths.size
     rows = np.zeros((n, max_depth), dtype=">u4")  # 0 pads: frame id 0 is the root, never in a stack
     rows[np.arange(max_depth)[None, :] < lengths[:, None]] = flat  # row-major order = stack order
     order = np.argsort(rows.view(np.dtype((np.void, 4 * max_depth))).ravel(), kind="stable")
-    cols = np.ascontiguousarray(rows[order].T).astype(np.int64)  # cols[d] = frame at depth d per stack
-    del rows
+    rows = rows[order]
     lengths, values = lengths[order], values[order]
-    parents, fids, totals = [np.array([-1], dtype=np.int64)], [np.array([0], dtype=np.int64)], [
-        np.array([values.sum()], dtype=np.int64)]
-    node_of = np.zeros(n, dtype=np.int64)
-    idx: np.ndarray | None = None  # None while every stack is still active (plain slices are cheaper)
-    base = 1
+    lcp = np.zeros(n, dtype=np.int64)
+    if n > 1:
+        native = rows.view("<u4")  # byte-swapped numbers, but equality is all the LCP needs
+        neq = native[1:] != native[:-1]
+        first = neq.argmax(axis=1)
+        same = ~neq[np.arange(n - 1), first]  # equal rows (pads included): duplicate stacks
+        del neq
+        lcp[1:] = np.where(same, max_depth, first)
+        np.minimum(lcp, lengths, out=lcp)
+    size = 1 + int((lengths - lcp).sum())
+    parent = np.empty(size, dtype=np.int64)
+    frame = np.empty(size, dtype=np.int64)
+    total = np.empty(size, dtype=np.int64)
+    csum = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(values, out=csum[1:])
+    parent[0], frame[0], total[0] = -1, 0, csum[-1]
+    by_len = np.argsort(lengths, kind="stable")  # stacks ending at depth d: one slice per d
+    len_bounds = np.searchsorted(lengths[by_len], np.arange(max_depth + 2))
+    by_lcp = np.argsort(lcp, kind="stable")  # stacks whose first own node is at depth d
+    lcp_bounds = np.searchsorted(lcp[by_lcp], np.arange(max_depth + 1))
+    leaf = np.zeros(n, dtype=np.int64)  # node each stack ends at (empty stacks end at the root)
+    node_at = np.zeros(n, dtype=np.int64)  # per stack, its node on the level last built
+    starts = np.empty(n + 1, dtype=np.int64)
+    prev = np.zeros(0, dtype=np.int64)
+    prev_base, base = 0, 1
+    counts = [1]  # nodes per level, the root's first
     for d in range(max_depth):
-        if idx is not None or int(lengths.min()) <= d:
-            idx = np.flatnonzero(lengths > d) if idx is None else idx[lengths[idx] > d]
-            f, pn, vals = cols[d][idx], node_of[idx], values[idx]
+        b = np.flatnonzero(lcp <= d)  # stacks that begin a new prefix of length d+1 (or end before)
+        cpos = np.flatnonzero(lengths[b] > d)
+        creators = b[cpos]
+        k = creators.size
+        if k == 0:
+            break
+        hi = base + k
+        starts[: b.size - 1] = b[1:]
+        starts[b.size - 1] = n
+        ends = starts[cpos]
+        np.subtract(csum[ends], csum[creators], out=total[base:hi])
+        frame[base:hi] = rows[creators, d]
+        par = parent[base:hi]
+        if d == 0:
+            par[:] = 0
         else:
-            f, pn, vals = cols[d], node_of, values
-        new = np.empty(f.size, dtype=bool)
-        new[0] = True
-        np.not_equal(pn[1:], pn[:-1], out=new[1:])
-        new[1:] |= f[1:] != f[:-1]
-        starts = np.flatnonzero(new)
-        parents.append(pn[starts])
-        fids.append(f[starts])
-        totals.append(np.add.reduceat(vals, starts))
-        ids = np.cumsum(new)
-        ids += base - 1
-        if idx is None:
-            node_of = ids
-        else:
-            node_of[idx] = ids
-        base += starts.size
-    parent, frame, total = np.concatenate(parents), np.concatenate(fids), np.concatenate(totals)
-    self_ = np.zeros(parent.size, dtype=np.int64)
-    np.add.at(self_, node_of, values)  # after the loop each stack's node is its leaf
-    return parent, frame, self_, total
+            par[:] = node_at[creators]  # right for stacks that had a node one level up
+            fresh = by_lcp[lcp_bounds[d]:lcp_bounds[d + 1]]  # their first node is here
+            fresh = fresh[lengths[fresh] > d]
+            if fresh.size:
+                pos = np.searchsorted(creators, fresh)
+                par[pos] = prev_base + np.searchsorted(prev, fresh, side="right") - 1
+        node_at[creators] = np.arange(base, hi)
+        enders = by_len[len_bounds[d + 1]:len_bounds[d + 2]]
+        if enders.size:
+            leaf[enders] = base + np.searchsorted(creators, enders, side="right") - 1
+        prev, prev_base, base = creators, base, hi
+        counts.append(k)
+    self_ = np.zeros(size, dtype=np.int64)
+    np.add.at(self_, leaf, values)
+    return parent, frame, self_, total, np.repeat(np.arange(len(counts), dtype=np.int64), counts)
 
 
 def _build_unique(flat: np.ndarray, lengths: np.ndarray, values: np.ndarray, nframes: int, max_depth: int
@@ -233,9 +268,16 @@ def _totals_from_self(parent: np.ndarray, depth: np.ndarray, self_: np.ndarray) 
 
 
 def subtree_sizes(parent: np.ndarray, depth: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
-    """Per node, the (weighted) count of nodes in its subtree; "other" nodes weigh what they hide."""
+    """Per node, the (weighted) count of nodes in its subtree; "other" nodes weigh what they hide.
+
+    Counts stay far below 2**53, so a float `bincount` per level is exact and much cheaper than
+    `reduceat` (this runs over every node of 8M-node trees on each trim)."""
     size = np.ones(parent.size, dtype=np.int64) if weight is None else weight.astype(np.int64, copy=True)
-    return _sum_up(parent, depth, size)
+    for lo, hi in reversed(level_ranges(depth)[1:]):
+        par = parent[lo:hi]
+        plo, phi = int(par[0]), int(par[-1]) + 1
+        size[plo:phi] += np.bincount(par - plo, weights=size[lo:hi], minlength=phi - plo).astype(np.int64)
+    return size
 
 
 def _sum_up(parent: np.ndarray, depth: np.ndarray, acc: np.ndarray) -> np.ndarray:
@@ -262,26 +304,58 @@ def _top_order(rank: np.ndarray, depth: np.ndarray, count: int) -> np.ndarray:
     return order[:count]
 
 
+def _children_of(parent: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    """All children of `nodes` (sorted ids), ascending. Layout: `parent[1:]` is non-decreasing."""
+    lo = np.searchsorted(parent, nodes, side="left")
+    hi = np.searchsorted(parent, nodes, side="right")
+    return _ranges(lo, hi)
+
+
+def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Concatenation of `arange(lo[i], hi[i])` for all i, vectorized."""
+    counts = hi - lo
+    keep = counts > 0
+    lo, counts = lo[keep], counts[keep]
+    if lo.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    step = np.ones(int(counts.sum()), dtype=np.int64)
+    heads = np.cumsum(counts)[:-1]
+    step[0] = lo[0]
+    step[heads] = lo[1:] - (lo[:-1] + counts[:-1] - 1)
+    return np.cumsum(step)
+
+
 def trim_arrays(parent: np.ndarray, frame: np.ndarray, depth: np.ndarray, hidden: np.ndarray,
                 rank: np.ndarray, pairs: list[tuple[np.ndarray, np.ndarray]], max_nodes: int
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
     """Keep the top nodes by `rank` (a total: monotone down the tree, so the kept set is
     connected) and give each kept parent of dropped children one "other" child holding their sums.
-    `pairs` are (total, self) columns carried along; the node count never exceeds `max_nodes`."""
+    `pairs` are (total, self) columns carried along; the node count never exceeds `max_nodes`.
+
+    Apart from ranking all nodes once, the work is over the top nodes and their children only
+    (a 10k-node answer from an 8M-node tree must not pay several passes over 8M nodes).
+    """
     n = parent.size
     if max_nodes < 2:
         raise ValueError("max_nodes must be at least 2 (the root and one other node)")
     if n <= max_nodes:
         return parent, frame, depth, hidden, pairs
     order = _top_order(rank, depth, max_nodes)  # best max_nodes nodes, best first
-    pos = np.full(n, max_nodes, dtype=np.int64)  # rank position; max_nodes = "not in the top"
-    pos[order] = np.arange(order.size)
+    top = np.sort(order)
+    rank_of_top = np.empty(order.size, dtype=np.int64)  # position in `order`, indexed like `top`
+    rank_of_top[np.searchsorted(top, order)] = np.arange(order.size)
+
+    def pos_of(ids: np.ndarray) -> np.ndarray:
+        """Rank position of each id; max_nodes when not among the top."""
+        i = np.minimum(np.searchsorted(top, ids), top.size - 1)
+        return np.where(top[i] == ids, rank_of_top[i], max_nodes)
+
+    ch = _children_of(parent, top)  # nodes whose parent is in the top (never the root)
+    ch_par = parent[ch]
+    ch_pos, par_pos = pos_of(ch), pos_of(ch_par)
     # Parent p gets an "other" child when keeping the first k nodes iff pos[p] < k <= max child pos.
-    in_top_child = pos[np.maximum(parent, 0)] < max_nodes
-    in_top_child[0] = False
-    ch = np.flatnonzero(in_top_child)
     maxc = np.full(order.size, -1, dtype=np.int64)
-    np.maximum.at(maxc, pos[parent[ch]], pos[ch])
+    np.maximum.at(maxc, par_pos, ch_pos)
     sweep = np.zeros(max_nodes + 2, dtype=np.int64)
     has = maxc >= 0
     np.add.at(sweep, np.arange(order.size)[has] + 1, 1)
@@ -289,21 +363,15 @@ def trim_arrays(parent: np.ndarray, frame: np.ndarray, depth: np.ndarray, hidden
     n_other = np.cumsum(sweep)[: max_nodes + 1]  # n_other[k] for k = 0..max_nodes
     fits = np.flatnonzero(np.arange(max_nodes + 1) + n_other <= max_nodes)
     k = int(fits[fits >= 1].max())  # k = 1 (root + one other) always fits when max_nodes >= 2
-    kept = pos < k
-    dropped_child = np.zeros(n, dtype=bool)
-    dropped_child[ch] = ~kept[ch] & kept[parent[ch]]
-    size = subtree_sizes(parent, depth, np.where(frame == OTHER, hidden, 1))
-    dc = np.flatnonzero(dropped_child)
+    kidx = np.sort(order[:k])  # kept nodes, ascending
+    dc = ch[(ch_pos >= k) & (par_pos < k)]  # dropped children of kept parents, ascending
+    size = subtree_sizes(parent, depth, np.where(frame == OTHER, hidden, 1))[dc]
     op, inv = np.unique(parent[dc], return_inverse=True)  # parents that get an "other" child
-    kidx = np.flatnonzero(kept)
-    newid = np.full(n, -1, dtype=np.int64)
-    newid[kidx] = np.arange(kidx.size)
     m = op.size
     o_hidden = np.zeros(m, dtype=np.int64)
-    np.add.at(o_hidden, inv, size[dc])
+    np.add.at(o_hidden, inv, size)
     # Assemble: kept nodes then others; then sort into layout order (depth, parent, frame, other last).
-    p_all = np.concatenate((newid[parent[kidx[1:]]], newid[op]))
-    p_all = np.concatenate(([-1], p_all))
+    p_all = np.concatenate(([-1], np.searchsorted(kidx, parent[kidx[1:]]), np.searchsorted(kidx, op)))
     f_all = np.concatenate((frame[kidx], np.full(m, OTHER, dtype=np.int64)))
     d_all = np.concatenate((depth[kidx], depth[op] + 1))
     h_all = np.concatenate((hidden[kidx], o_hidden))

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from profiler.flamegraph import (
     OTHER,
     build_tree,
+    build_tree_ids,
     diff_to_json,
     diff_trees,
     from_json,
@@ -175,3 +176,101 @@ def test_uneven_lengths_take_the_unpadded_path_and_agree() -> None:
     kids = np.flatnonzero(tree.parent == a_node)
     assert kids.size == 300 and (tree.self_[kids] == 1).all()
     assert tree.frames[int(tree.frame[a_node])] == A
+
+
+def _reference_tree(frames: list[Frame], stacks: list[tuple[list[int], int]]) -> dict[str, list[int]]:
+    """Plain dict trie laid out level by level (parents in order, siblings by frame sort key)."""
+    order = sorted(range(len(frames)), key=lambda i: (frames[i].function, frames[i].binary, frames[i].kind.value))
+    fid = {old: new + 1 for new, old in enumerate(order)}
+    children: dict[int, dict[int, int]] = {0: {}}
+    parent, frame, total, self_ = [-1], [0], [0], [0]
+    for stack, v in stacks:
+        if v <= 0:
+            continue
+        node = 0
+        total[0] += v
+        for f in stack:
+            kids = children[node]
+            nxt = kids.get(fid[f])
+            if nxt is None:
+                nxt = kids[fid[f]] = len(parent)
+                children[nxt] = {}
+                parent.append(node), frame.append(fid[f]), total.append(0), self_.append(0)
+            node = nxt
+            total[node] += v
+        self_[node] += v
+    out: dict[str, list[int]] = {"parent": [-1], "frame": [0], "depth": [0], "total": [total[0]], "self_": [self_[0]]}
+    level, new_id, depth = [0], {0: 0}, 0
+    while level:
+        depth += 1
+        nxt_level = []
+        for p in level:
+            for f, c in sorted(children[p].items()):
+                new_id[c] = len(out["parent"])
+                for key, val in (("parent", new_id[p]), ("frame", f), ("depth", depth), ("total", total[c]),
+                                 ("self_", self_[c])):
+                    out[key].append(val)
+                nxt_level.append(c)
+        level = nxt_level
+    return out
+
+
+def _reference_trim(t: dict[str, list[int]], max_nodes: int) -> dict[str, list[int]]:
+    """Keep the best k nodes by (-total, depth, index), the largest k that leaves room for one
+    "other" child per kept parent with dropped children; lay out by (depth, parent, other last)."""
+    n = len(t["parent"])
+    if n <= max_nodes:
+        return {**t, "hidden": [0] * n}
+    best = sorted(range(n), key=lambda i: (-t["total"][i], t["depth"][i], i))
+    kids: dict[int, list[int]] = {}
+    for i in range(1, n):
+        kids.setdefault(t["parent"][i], []).append(i)
+    for k in range(max_nodes, 0, -1):
+        kept = set(best[:k])
+        with_other = [p for p in sorted(kept) if any(c not in kept for c in kids.get(p, []))]
+        if k + len(with_other) <= max_nodes:
+            break
+
+    def size(i: int) -> int:
+        todo, count = [i], 0
+        while todo:
+            x = todo.pop()
+            count += 1
+            todo.extend(kids.get(x, []))
+        return count
+
+    rows = [(t["depth"][i], t["parent"][i], 0, i) for i in sorted(kept)]
+    rows += [(t["depth"][p] + 1, p, 1, p) for p in with_other]
+    rows.sort()
+    pos = {(r[2], r[3]): j for j, r in enumerate(rows)}
+    out: dict[str, list[int]] = {key: [] for key in ("parent", "frame", "depth", "total", "self_", "hidden")}
+    for d, p, other, i in rows:
+        out["parent"].append(pos[(0, p)] if p >= 0 else -1)
+        out["depth"].append(d)
+        if other:
+            dropped = [c for c in kids[p] if c not in kept]
+            s = sum(t["total"][c] for c in dropped)
+            out["frame"].append(OTHER), out["total"].append(s), out["self_"].append(s)
+            out["hidden"].append(sum(size(c) for c in dropped))
+        else:
+            out["frame"].append(t["frame"][i]), out["total"].append(t["total"][i])
+            out["self_"].append(t["self_"][i]), out["hidden"].append(0)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.integers(0, 5), max_size=9), st.integers(0, 6)), max_size=25),
+       st.integers(2, 25))
+def test_build_and_trim_match_reference(stacks, max_nodes: int) -> None:
+    frames = [Frame(n, b) for n, b in (("b", "/x"), ("a", "/x"), ("c", "/y"), ("a", "/y"), ("d", ""), ("e", ""))]
+    flat = np.array([f for s, _ in stacks for f in s], dtype=np.int64)
+    lengths = np.array([len(s) for s, _ in stacks], dtype=np.int64)
+    values = np.array([v for _, v in stacks], dtype=np.int64)
+    tree = build_tree_ids(frames, flat, lengths, values)
+    ref = _reference_tree(frames, stacks)
+    for key in ("parent", "frame", "depth", "total", "self_"):
+        assert getattr(tree, key).tolist() == ref[key], key
+    small = trim(tree, max_nodes)
+    ref_small = _reference_trim(ref, max_nodes)
+    for key in ("parent", "frame", "depth", "total", "self_", "hidden"):
+        assert getattr(small, key).tolist() == ref_small[key], key
