@@ -186,19 +186,26 @@ def _build_sorted(flat: np.ndarray, lengths: np.ndarray, values: np.ndarray, max
     prev = np.zeros(0, dtype=np.int64)
     prev_base, base = 0, 1
     counts = [1]  # nodes per level, the root's first
+    # Column-major copy: each level then gathers its frames from one short row, not one cache
+    # line per stack from the row-major matrix.
+    cols = np.ascontiguousarray(rows.T)
+    del rows
+    shortest = int(lengths.min())
     for d in range(max_depth):
         b = np.flatnonzero(lcp <= d)  # stacks that begin a new prefix of length d+1 (or end before)
-        cpos = np.flatnonzero(lengths[b] > d)
-        creators = b[cpos]
+        starts[: b.size - 1] = b[1:]
+        starts[b.size - 1] = n
+        if d < shortest:  # every stack is still live: each of them makes a node here
+            creators, ends = b, starts[: b.size]
+        else:
+            cpos = np.flatnonzero(lengths[b] > d)
+            creators, ends = b[cpos], starts[cpos]
         k = creators.size
         if k == 0:
             break
         hi = base + k
-        starts[: b.size - 1] = b[1:]
-        starts[b.size - 1] = n
-        ends = starts[cpos]
         np.subtract(csum[ends], csum[creators], out=total[base:hi])
-        frame[base:hi] = rows[creators, d]
+        frame[base:hi] = cols[d][creators]
         par = parent[base:hi]
         if d == 0:
             par[:] = 0
