@@ -56,6 +56,37 @@ def _tables(frames: list[Frame], frame: np.ndarray, hidden: np.ndarray
     return names, binaries, kinds, idx
 
 
+def _other_paths(parent: np.ndarray, frame: np.ndarray, frames: list[Frame], names: list[str], idx: np.ndarray,
+                 nodes: list[int]) -> dict[int, list[str]]:
+    """Function names from the root's child down to each node's parent, for all `nodes` at once.
+
+    Walks plain Python lists (not numpy scalars) and stops at the nearest ancestor whose path is
+    already known (parents precede children, so handling nodes in index order finds it), copying
+    that prefix at C speed: the work is the size of the output, and iterative (10,000-deep paths).
+    """
+    if not nodes:
+        return {}
+    par = parent.tolist()
+    fr = frame.tolist()
+    fn = [f.function for f in frames]
+    ix = idx.tolist()
+    known: dict[int, list[str]] = {0: []}  # node -> names from the root's child down to the node
+    out: dict[int, list[str]] = {}
+    for node in sorted(nodes):
+        start = par[node]
+        segment: list[str] = []
+        p = start
+        while p not in known:
+            f = fr[p]
+            segment.append(fn[f] if f != OTHER else names[ix[p]])
+            p = par[p]
+        segment.reverse()
+        path = known[p] + segment
+        known[start] = path
+        out[node] = path
+    return out
+
+
 def _encode(parent: np.ndarray, frame: np.ndarray, depth: np.ndarray, hidden: np.ndarray, frames: list[Frame],
             cols: list[np.ndarray]) -> tuple[dict[str, Any], list[list[int]]]:
     """Shared body: `cols[0]` is the layout total, `cols[1]` self, the rest ride along."""
@@ -72,14 +103,9 @@ def _encode(parent: np.ndarray, frame: np.ndarray, depth: np.ndarray, hidden: np
         levels.append(block.reshape(-1).tolist())
         for i in np.flatnonzero(frame[lo:hi] == OTHER).tolist():
             level_of_other[lo + i] = (lv, i)
+    paths = _other_paths(parent, frame, frames, names, idx, list(level_of_other))
     for node, (lv, i) in level_of_other.items():
-        path: list[str] = []
-        p = int(parent[node])
-        while p > 0:  # iterative: paths may be 10,000 frames deep
-            path.append(frames[int(frame[p])].function if frame[p] != OTHER else names[int(idx[p])])
-            p = int(parent[p])
-        path.reverse()
-        others.append({"level": lv, "index": i, "path": path, "hidden_nodes": int(hidden[node]),
+        others.append({"level": lv, "index": i, "path": paths[node], "hidden_nodes": int(hidden[node]),
                        "hidden_total": int(total[node])})
     head = {"version": 1, "names": names, "binaries": binaries, "kinds": kinds,
             "numTicks": int(total[0]) if total.size else 0,

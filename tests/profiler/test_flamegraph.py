@@ -274,3 +274,26 @@ def test_build_and_trim_match_reference(stacks, max_nodes: int) -> None:
     ref_small = _reference_trim(ref, max_nodes)
     for key in ("parent", "frame", "depth", "total", "self_", "hidden"):
         assert getattr(small, key).tolist() == ref_small[key], key
+
+
+def test_many_deep_other_nodes_get_their_full_paths() -> None:
+    # A 1,500-deep hot chain with a cold side branch under every chain node: trimming keeps the
+    # chain and puts one "other" under each chain node, so the paths total ~1.1M names.
+    depth = 1500
+    chain = tuple(Frame(f"c{i}") for i in range(depth))
+    stacks = [(chain, 10**6)] + [(chain[:k] + (Frame(f"side{k}"), Frame(f"leaf{k}")), 1) for k in range(1, depth)]
+    tree = build_tree(stacks)
+    small = trim(tree, 2 * depth)  # exactly room for root, chain and one "other" per side branch
+    doc = to_json(small)
+    others = doc["others"]
+    assert len(others) == int((small.frame == OTHER).sum()) == depth - 1
+    names = [f.function for f in chain]
+    lo_of = [lo for lo, _ in small.levels()]
+    for o in others:
+        node = lo_of[o["level"]] + o["index"]
+        assert small.frame[node] == OTHER
+        k = o["level"] - 1  # the other's parent is chain node k-1 (0-based), path = chain[:k]
+        assert o["path"] == names[:k]
+        assert o["hidden_nodes"] == 2 and o["hidden_total"] == 1
+    spot = int(np.flatnonzero(small.frame == OTHER)[-1])
+    assert doc["others"][-1]["path"] == other_prefix(small, spot)
