@@ -25,6 +25,7 @@ ENOTSUPP = 524  # kernel-internal "not supported", seen by user space for missin
 # bpf_map_type values whose lookups return one value per possible CPU.
 PERCPU_TYPES = {5, 6, 10}  # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
 ATTR_SIZE = 128  # bigger than every union member we use; the kernel checks the tail is zero
+BATCH_CHUNK = 2048  # elements per batch call: small reusable buffers (a counts map holds 16384)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -179,7 +180,7 @@ class BpfMap:
             try:
                 out: list[tuple[bytes, bytes]] = []
                 ks, vs = self.key_size, self.read_size
-                for keys, values, count in self._batches(max(1, min(self.max_entries, 16384))):
+                for keys, values, count in self._batches(max(1, min(self.max_entries, BATCH_CHUNK))):
                     out += [(keys[i * ks:(i + 1) * ks], values[i * vs:(i + 1) * vs]) for i in range(count)]
                 return out
             except BpfError as exc:

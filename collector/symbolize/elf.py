@@ -3,7 +3,6 @@ separate debug files (`/usr/lib/debug/.build-id/xx/rest.debug`, `.gnu_debuglink`
 
 from __future__ import annotations
 
-import bisect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,22 +18,30 @@ class ElfReadError(Exception):
     """The file is missing, unreadable or not an ELF file."""
 
 
+_EMPTY_U64 = np.zeros(0, dtype=np.uint64)
+_EMPTY_U32 = np.zeros(0, dtype=np.uint32)
+
+
 @dataclass(slots=True)
 class ElfSymbols:
-    """Function symbols of one ELF image, addressed by ELF virtual address."""
+    """Function symbols of one ELF image, addressed by ELF virtual address.
+
+    Stored compactly (numpy arrays, names as NUL-terminated strings in one bytes blob): about
+    20 bytes per symbol plus the string table, where Python lists of ints and strs took ~170."""
 
     path: str
     build_id: str = ""
-    addrs: list[int] = field(default_factory=list)
-    ends: list[int] = field(default_factory=list)
-    names: list[str] = field(default_factory=list)
+    addrs: np.ndarray = field(default_factory=lambda: _EMPTY_U64)
+    ends: np.ndarray = field(default_factory=lambda: _EMPTY_U64)
+    name_offs: np.ndarray = field(default_factory=lambda: _EMPTY_U32)
+    strings: bytes = b""
     # PT_LOAD segments: (file offset, virtual address, file size)
     segments: list[tuple[int, int, int]] = field(default_factory=list)
     debuglink: str = ""
     has_symtab: bool = False
 
     def weight(self) -> int:
-        return len(self.addrs) + 1
+        return len(self.addrs) + len(self.strings) // 16 + 1
 
     def to_vaddr(self, file_offset: int) -> int | None:
         """ELF virtual address of a file offset (how PIE and shared-object load bias is undone)."""
@@ -43,23 +50,55 @@ class ElfSymbols:
                 return file_offset - off + vaddr
         return None
 
+    def _name(self, i: int) -> str:
+        off = int(self.name_offs[i])
+        end = self.strings.find(b"\0", off)
+        return self.strings[off:end if end >= 0 else None].decode("utf-8", "replace")
+
     def resolve(self, vaddr: int) -> str | None:
-        i = bisect.bisect_right(self.addrs, vaddr) - 1
-        if i < 0:
+        if vaddr < 0 or vaddr >= 1 << 64:
             return None
-        if vaddr < self.ends[i]:
-            return self.names[i]
+        i = int(np.searchsorted(self.addrs, np.uint64(vaddr), side="right")) - 1
+        if i < 0 or vaddr >= int(self.ends[i]):
+            return None
+        return self._name(i)
+
+    def names(self) -> list[str]:
+        return [self._name(i) for i in range(len(self.addrs))]
+
+    def address_of(self, name: str) -> int | None:
+        """ELF virtual address of the first symbol called `name` (for tests and tools)."""
+        for i in range(len(self.addrs)):
+            if self._name(i) == name:
+                return int(self.addrs[i])
         return None
 
 
 _SYM64 = np.dtype([("name", "<u4"), ("info", "u1"), ("other", "u1"), ("shndx", "<u2"),
                    ("value", "<u8"), ("size", "<u8")])
 _FUNC_TYPES = (2, 10)  # STT_FUNC, STT_GNU_IFUNC
+# (addresses, sizes, name offsets into `strings`, strings) of one or more symbol tables.
+SymArrays = tuple[np.ndarray, np.ndarray, np.ndarray, bytes]
 
 
-def _symbols(elf: ELFFile, fh: BinaryIO) -> tuple[list[tuple[int, int, str]], bool]:
+def _concat(parts: list[SymArrays]) -> SymArrays:
+    """One table from several, with name offsets shifted into the joined string blob."""
+    if not parts:
+        return _EMPTY_U64, _EMPTY_U64, _EMPTY_U32, b""
+    addrs, sizes, offs, blobs, base = [], [], [], [], 0
+    for a, sz, o, blob in parts:
+        addrs.append(a)
+        sizes.append(sz)
+        offs.append(o.astype(np.uint64) + base)
+        blobs.append(blob)
+        base += len(blob)
+    return (np.concatenate(addrs).astype(np.uint64), np.concatenate(sizes).astype(np.uint64),
+            np.concatenate(offs), b"".join(blobs))
+
+
+def _symbols(elf: ELFFile, fh: BinaryIO) -> tuple[SymArrays, bool]:
     """Function symbols, parsed with numpy: pyelftools' per-symbol objects take ~0.1 ms each."""
-    out: list[tuple[int, int, str]] = []
+    parts: list[SymArrays] = []
     has_symtab = False
     if elf.elfclass != 64 or not elf.little_endian:
         return _symbols_slow(elf), False
@@ -72,18 +111,17 @@ def _symbols(elf: ELFFile, fh: BinaryIO) -> tuple[list[tuple[int, int, str]], bo
         fh.seek(section["sh_offset"])
         raw = fh.read(section["sh_size"])
         fh.seek(strtab["sh_offset"])
-        strings = fh.read(strtab["sh_size"])
+        strings = fh.read(strtab["sh_size"]) + b"\0"
         syms = np.frombuffer(raw[: len(raw) // 24 * 24], dtype=_SYM64)
         keep = np.isin(syms["info"] & 0xF, _FUNC_TYPES) & (syms["value"] != 0) & (syms["shndx"] != 0)
-        for name_off, value, size in zip(syms["name"][keep].tolist(), syms["value"][keep].tolist(),
-                                         syms["size"][keep].tolist(), strict=True):
-            end = strings.find(b"\0", name_off)
-            out.append((value, size, strings[name_off:end if end >= 0 else None].decode("utf-8", "replace")))
-    return out, has_symtab
+        keep &= syms["name"] < len(strings)
+        if keep.any():
+            parts.append((syms["value"][keep], syms["size"][keep], syms["name"][keep], strings))
+    return _concat(parts), has_symtab
 
 
-def _symbols_slow(elf: ELFFile) -> list[tuple[int, int, str]]:
-    out: list[tuple[int, int, str]] = []
+def _symbols_slow(elf: ELFFile) -> SymArrays:
+    entries: list[tuple[int, int, str]] = []
     for section in elf.iter_sections():
         if not isinstance(section, SymbolTableSection):
             continue
@@ -92,11 +130,17 @@ def _symbols_slow(elf: ELFFile) -> list[tuple[int, int, str]]:
                 continue
             if sym["st_shndx"] == "SHN_UNDEF":
                 continue
-            out.append((sym["st_value"], sym["st_size"], sym.name))
-    return out
+            entries.append((sym["st_value"], sym["st_size"], sym.name))
+    blob = bytearray()
+    offs = []
+    for _, _, name in entries:
+        offs.append(len(blob))
+        blob += name.encode("utf-8", "replace") + b"\0"
+    return (np.array([e[0] for e in entries], dtype=np.uint64), np.array([e[1] for e in entries], dtype=np.uint64),
+            np.array(offs, dtype=np.uint64), bytes(blob))
 
 
-def _read_elf(path: str) -> tuple[ElfSymbols, list[tuple[int, int, str]]]:
+def _read_elf(path: str) -> tuple[ElfSymbols, SymArrays]:
     try:
         with open(path, "rb") as fh:
             elf = ELFFile(fh)
@@ -118,17 +162,36 @@ def _read_elf(path: str) -> tuple[ElfSymbols, list[tuple[int, int, str]]]:
     return result, syms
 
 
-def _finish(result: ElfSymbols, syms: list[tuple[int, int, str]]) -> ElfSymbols:
-    syms = sorted(set(syms))
-    addrs, ends, names = [], [], []
-    for i, (addr, size, name) in enumerate(syms):
-        if addrs and addrs[-1] == addr:
-            continue  # aliases at one address: keep the first name seen (sorted: stable)
-        end = addr + size if size else (syms[i + 1][0] if i + 1 < len(syms) else addr + 1)
-        addrs.append(addr)
-        ends.append(end)
-        names.append(name)
-    result.addrs, result.ends, result.names = addrs, ends, names
+def _finish(result: ElfSymbols, syms: SymArrays) -> ElfSymbols:
+    addrs, sizes, offs, strings = syms
+    if len(addrs) == 0:
+        result.strings = b""
+        return result
+    order = np.lexsort((sizes, addrs))
+    addrs, sizes, offs = addrs[order], sizes[order], offs[order]
+    first = np.ones(len(addrs), dtype=bool)
+    first[1:] = addrs[1:] != addrs[:-1]
+    # Aliases at one address (malloc/__libc_malloc): keep the smallest (size, name), as gdb's
+    # sorted tables would; only the few alias groups are looked at in Python.
+    for start in np.flatnonzero(first[:-1] & ~first[1:]).tolist():
+        stop = start + 1
+        while stop < len(addrs) and not first[stop]:
+            stop += 1
+
+        def key(i: int) -> tuple[int, bytes]:
+            o = int(offs[i])
+            return int(sizes[i]), strings[o:strings.find(b"\0", o)]
+
+        best = min(range(start, stop), key=key)
+        sizes[start], offs[start] = sizes[best], offs[best]
+    addrs, sizes, offs = addrs[first], sizes[first], offs[first]
+    nxt = np.empty_like(addrs)
+    nxt[:-1] = addrs[1:]
+    nxt[-1] = addrs[-1] + np.uint64(1)
+    result.addrs = addrs
+    result.ends = np.where(sizes != 0, addrs + sizes, nxt)
+    result.name_offs = offs.astype(np.uint32) if len(strings) < 1 << 32 else offs
+    result.strings = strings
     return result
 
 
@@ -155,7 +218,7 @@ def load_elf(path: str, root: str = "") -> ElfSymbols:
                 _, extra = _read_elf(cand)
             except ElfReadError:
                 continue
-            syms = syms + extra
+            syms = _concat([syms, extra])
             result.has_symtab = True
             break
     return _finish(result, syms)

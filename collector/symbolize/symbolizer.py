@@ -35,7 +35,7 @@ class Symbolizer:
     """Symbolizes stacks of any process known to a `ProcessTracker`; thread-safe."""
 
     def __init__(self, tracker: ProcessTracker, kernel: KernelSymbols | None = None,
-                 max_symbols: int = 4_000_000, proc: str = "/proc") -> None:
+                 max_symbols: int = 1_500_000, proc: str = "/proc") -> None:
         self.tracker = tracker
         self.kernel = kernel if kernel is not None else KernelSymbols()
         self.proc = proc

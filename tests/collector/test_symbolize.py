@@ -70,7 +70,7 @@ def _symbolizer(pid: int) -> Symbolizer:
 def _addr_of(pid: int, exe: str, name: str, sym: Symbolizer) -> int:
     """Runtime address of `name` in a live PIE process, from the ELF and its maps (the inverse)."""
     elf = load_elf(exe)
-    vaddr = elf.addrs[elf.names.index(name)] + 4
+    vaddr = elf.address_of(name) + 4
     info = sym.tracker.get(pid)
     for m in info.maps:
         for off, seg_vaddr, size in elf.segments:
@@ -138,7 +138,7 @@ def test_separate_debug_file_via_gnu_debuglink(build, tmp_path) -> None:
                  [f"--add-gnu-debuglink={debug}", str(exe)]):
         subprocess.run(["objcopy", *args], check=True, cwd=tmp_path)
     names = ("main", "path_a", "path_b", "path_c", "spin")
-    addrs = {n: full.addrs[full.names.index(n)] + 1 for n in names}
+    addrs = {n: full.address_of(n) + 1 for n in names}
     linked = load_elf(str(exe))
     assert linked.debuglink == "stripped.debug" and linked.has_symtab
     assert {n: linked.resolve(a) for n, a in addrs.items()} == {n: n for n in names}
