@@ -29,9 +29,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -75,6 +76,7 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx) {
 class Variant:
     name: str
     kind: str  # "tp", "raw", "perf"
+    period: bool = False  # perf: a fixed sample_period instead of sample_freq
     text: str | None = None
     src_file: Path | None = None
     cflags: list[str] = field(default_factory=list)
@@ -101,14 +103,30 @@ def load(bcc: Any, v: Variant) -> None:
     detach(bcc, v)
 
 
+FN_NAMES = {"tp": b"tracepoint__sched__sched_switch", "raw": b"raw_tracepoint__sched_switch",
+            "perf": b"on_cpu_sample"}
+
+
+def prog_stats(v: Variant) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) of the variant's program: the kernel's own per-program accounting
+    (kernel.bpf_stats_enabled), far steadier than wall-clock ratios on a shared host."""
+    fd = v.bpf.funcs[FN_NAMES[v.kind]].fd
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines()
+                  if ":" in line)
+    return int(fields.get("run_time_ns", 0)), int(fields.get("run_cnt", 0))
+
+
 def attach(bcc: Any, v: Variant, hz: int) -> None:
     if v.kind == "tp":
         v.bpf.attach_tracepoint(tp=b"sched:sched_switch", fn_name=b"tracepoint__sched__sched_switch")
     elif v.kind == "raw":
         v.bpf.attach_raw_tracepoint(tp=b"sched_switch", fn_name=b"raw_tracepoint__sched_switch")
     else:
+        # cpu-clock counts nanoseconds, so a fixed period of 1e9/hz is the same rate without the
+        # kernel's frequency-mode period adjustment at every tick.
+        rate = {"sample_period": 1_000_000_000 // hz} if v.period else {"sample_freq": hz}
         v.bpf.attach_perf_event(ev_type=bcc.PerfType.SOFTWARE, ev_config=bcc.PerfSWConfig.CPU_CLOCK,
-                                fn_name=b"on_cpu_sample", sample_freq=hz, cpu=-1)
+                                fn_name=b"on_cpu_sample", cpu=-1, **rate)
 
 
 def detach(bcc: Any, v: Variant) -> None:
@@ -150,7 +168,8 @@ def ratio_line(name: str, ratios: list[float], abs_med: float, unit: str) -> str
 def run_rounds(bcc: Any, variants: list[Variant], rounds: int, hz: int,
                measure: Callable[[], tuple[float, ...]], labels: tuple[str, ...], unit: str) -> None:
     """Each round: 'none' then every variant (rotated order); ratios against that round's 'none'."""
-    per: dict[str, list[tuple[float, ...]]] = {"none": [] , **{v.name: [] for v in variants}}
+    per: dict[str, list[tuple[float, ...]]] = {"none": [], **{v.name: [] for v in variants}}
+    runs: dict[str, list[int]] = {v.name: [0, 0] for v in variants}
     ratios: dict[str, list[list[float]]] = {v.name: [[] for _ in labels] for v in variants}
     for r in range(rounds):
         order = variants[r % len(variants):] + variants[:r % len(variants)]
@@ -159,9 +178,13 @@ def run_rounds(bcc: Any, variants: list[Variant], rounds: int, hz: int,
         for v in order:
             attach(bcc, v, hz)
             try:
+                t0, c0 = prog_stats(v)
                 got = measure()
+                t1, c1 = prog_stats(v)
             finally:
                 detach(bcc, v)
+            runs[v.name][0] += t1 - t0
+            runs[v.name][1] += c1 - c0
             per[v.name].append(got)
             for i in range(len(labels)):
                 ratios[v.name][i].append(got[i] / base[i])
@@ -171,6 +194,10 @@ def run_rounds(bcc: Any, variants: list[Variant], rounds: int, hz: int,
         print(f"   {'none':34s} {base_med:8.4f} {unit}  x 1.000")
         for v in variants:
             print(ratio_line(v.name, ratios[v.name][i], statistics.median(p[i] for p in per[v.name]), unit))
+    print("   -- in-program time (kernel.bpf_stats_enabled: run_time_ns / run_cnt, all rounds)")
+    for v in variants:
+        t, c = runs[v.name]
+        print(f"   {v.name:34s} {t / max(c, 1):8.0f} ns/run  ({c // max(rounds, 1)} runs per measurement)")
 
 
 def ref_tree(rev: str) -> Path:
@@ -196,11 +223,22 @@ def main() -> int:
                     "Hotpath variants (e.g. -DHP_OFFCPU_NO_PREDICT)")
     args = ap.parse_args()
 
-    from collector.bpf_loader import BPF_DIR, BPF_SOURCE, import_bcc, preflight
+    from collector.bpf_loader import import_bcc, preflight
     preflight()
     bcc = import_bcc()
     extra = args.extra_cflags.split()
     ref = ref_tree(args.ref) if args.ref else None
+    stats_knob = Path("/proc/sys/kernel/bpf_stats_enabled")
+    stats_was = stats_knob.read_text().strip()
+    stats_knob.write_text("1\n")
+    try:
+        return run(args, bcc, extra, ref)
+    finally:
+        stats_knob.write_text(stats_was + "\n")
+
+
+def run(args: argparse.Namespace, bcc: Any, extra: list[str], ref: Path | None) -> int:
+    from collector.bpf_loader import BPF_DIR, BPF_SOURCE
     print(f"host: {os.cpu_count()} CPUs, kernel {os.uname().release}, load average "
           f"{os.getloadavg()[0]:.2f} at start; {args.rounds} rounds")
 
@@ -237,6 +275,7 @@ def main() -> int:
                         "-o", str(exe), str(WORKLOAD)], check=True)
         variants = [
             Variant("empty perf-event program", "perf", text=EMPTY_PERF),
+            Variant("empty, sample_period=1e9/hz", "perf", text=EMPTY_PERF, period=True),
             Variant("hotpath on_cpu_sample", "perf", src_file=BPF_SOURCE,
                     cflags=hotpath_flags(BPF_DIR, False) + extra),
             Variant("BCC profile-like (get_stackid)", "perf", text=PROFILE_LIKE),

@@ -122,6 +122,9 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 #if HP_OFFCPU_MIN_P < 1 || HP_OFFCPU_MIN_P > HP_P_ONE
 #error "HP_OFFCPU_MIN_P must be in 1..65536"
 #endif
+#if HP_PENDING_SLOTS & (HP_PENDING_SLOTS - 1)
+#error "HP_PENDING_SLOTS must be a power of two"
+#endif
 BPF_HASH(offcpu_counts0, struct hp_key, u64, HP_COUNTS_ENTRIES);
 BPF_HASH(offcpu_counts1, struct hp_key, u64, HP_COUNTS_ENTRIES);
 /* LRU: a task that exits while switched out never switches back in; its entry must age out
@@ -130,6 +133,7 @@ BPF_TABLE("lru_hash", u32, struct hp_start, start, HP_START_ENTRIES);
 /* Per-thread stack-sampling predictor (see hotpath.h); LRU for the same reason as `start`. */
 BPF_TABLE("lru_hash", u32, struct hp_thread, threads, HP_THREAD_ENTRIES);
 BPF_PERCPU_ARRAY(cpu_last, struct hp_cpu, 1);
+BPF_ARRAY(pending, u32, HP_PENDING_SLOTS);
 
 /* Probability (of HP_P_ONE) of taking stacks at a thread's next switch-out. */
 static __always_inline u32 hp_offcpu_p(u64 recent)
@@ -168,23 +172,39 @@ static __always_inline void hp_offcpu_end(u32 tid, u64 end, u32 p, u64 gen)
     hp_add(&key, value, hp_control(HP_CTL_BUFFER), 1);
 }
 
+static __always_inline void hp_pending_add(u32 tid, int delta)
+{
+    u32 slot = tid & (HP_PENDING_SLOTS - 1);
+    u32 *n = pending.lookup(&slot);
+    if (n)
+        __sync_fetch_and_add(n, delta);
+}
+
 /* Every BPF helper call costs ~30-80 ns here (each return goes through the SRSO "safe RET"
- * thunk), comparable to the rest of a context switch, so the common path below makes two calls:
- * bpf_ktime_get_ns and one `threads` lookup. A thread's switch-in time is not looked up by
- * next_pid at its switch-in: it is the time of the last switch on this CPU, read from `cpu_last`
- * when the thread next switches out (it has been on this CPU ever since). So a span is reported
- * at the thread's next switch-out (or its exit), one on-CPU stretch late. */
+ * thunk; bpf_ktime_get_ns also makes a retpolined clocksource call), comparable to the rest of a
+ * context switch. So a sampled-out switch makes one call (the `threads` lookup) and reads no
+ * clock: array lookups are inlined by the verifier, the PRNG is plain arithmetic.
+ * Sampled spans need their switch-in time without a lookup by next_pid at every switch: the
+ * switch-out counts the open span in `pending` (by tid hash), so a switch-in reads the clock only
+ * when `pending` says next may have one, into `cpu_last`; the thread's next switch-out (it has
+ * been on this CPU ever since) closes the span with it. So a span is reported at the thread's
+ * next switch-out or exit, one on-CPU stretch late. */
 TRACEPOINT_PROBE(sched, sched_switch)
 {
-    u64 now = bpf_ktime_get_ns();
     int zero = 0;
     struct hp_cpu *c = cpu_last.lookup(&zero);
     if (!c)
         return 0;
     u64 in_ts = c->ts;
     u32 in_tid = c->tid;
+    u32 next = args->next_pid;
+    u32 slot = next & (HP_PENDING_SLOTS - 1);
+    u32 *pend = pending.lookup(&slot);
+    u64 now = 0;
+    if (pend && *pend)
+        now = bpf_ktime_get_ns();
     c->ts = now;
-    c->tid = args->next_pid;
+    c->tid = next;
 
     u32 prev = args->prev_pid;
     if (prev == 0)
@@ -193,54 +213,49 @@ TRACEPOINT_PROBE(sched, sched_switch)
     if (!hp_wanted(bpf_get_current_pid_tgid() >> 32))
         return 0;
 #endif
-    /* A valid switch-in for prev: this CPU's last switch scheduled prev, after prev's switch-out.
-     * Anything else means a run of this program was skipped (the kernel counts those as the
-     * program's recursion misses) and prev's open span cannot be closed. */
-    int in_ok = in_tid == prev;
     u64 gen = hp_control(HP_CTL_STACKGEN);
-    u32 p = HP_P_ONE;
     struct hp_thread *t = threads.lookup(&prev);
     if (t) {
         if (t->out_ts) {
-            if (in_ok && in_ts > t->out_ts) {
+            /* Close the open sampled span. A valid switch-in: this CPU's last switch scheduled
+             * prev and was timed. Anything else means a run of this program was skipped (the
+             * kernel counts those as the program's recursion misses). */
+            hp_pending_add(prev, -1);
+            if (in_tid == prev && in_ts > t->out_ts) {
                 u64 delta = in_ts - t->out_ts;
+                hp_offcpu_end(prev, in_ts, t->p, gen);
                 u64 decayed = t->recent - (t->recent >> HP_OFFCPU_DECAY_SHIFT);
                 t->recent = delta > decayed ? delta : decayed;
-                if (t->p) {
-                    hp_offcpu_end(prev, in_ts, t->p, gen);
-                } else if (delta < MIN_BLOCK_NS) {
-                    hp_stat(HP_STAT_SHORT_BLOCKS);
-                } else {
-                    /* Sampled out: the 1/p weights of sampled spans carry this time on average. */
-                    hp_stat(HP_STAT_SAMPLED_OUT);
-                }
+                t->p = hp_offcpu_p(t->recent);
             } else {
                 hp_stat(HP_STAT_LOST_SPANS);
-                if (t->p)
-                    start.delete(&prev);
+                start.delete(&prev);
+            }
+            t->out_ts = 0;
+        }
+        if (t->p < HP_P_ONE) {
+            /* Knuth's MMIX LCG: the draw only has to be independent of the coming span. */
+            c->rng = c->rng * 6364136223846793005ULL + 1442695040888963407ULL;
+            if ((u32)(c->rng >> 48) >= t->p) {
+                hp_stat(HP_STAT_SAMPLED_OUT);
+                return 0; /* the common, cheap path: no clock, no stacks, no `start` entry */
             }
         }
-        p = hp_offcpu_p(t->recent);
-        t->out_ts = now;
-        /* A PRNG step instead of bpf_get_prandom_u32 (a helper call); the draw only has to be
-         * independent of how long the coming span will be. */
-        c->rng = (c->rng ^ now) * 0x9E3779B97F4A7C15ULL;
-        if (p < HP_P_ONE && (u32)(c->rng >> 48) >= p) {
-            t->p = 0; /* no stacks, no `start` entry: this is the common, cheap path */
-            return 0;
-        }
-        t->p = p;
     } else {
         /* A thread never seen (or evicted from the LRU): assume it just blocked MIN_BLOCK_NS,
          * so its first span is exact. An evicted thread's open span closes with weight 1. */
-        if (in_ok)
+        if (in_tid == prev && in_ts)
             hp_offcpu_end(prev, in_ts, HP_P_ONE, gen);
         struct hp_thread fresh = {};
-        fresh.out_ts = now;
         fresh.recent = MIN_BLOCK_NS;
         fresh.p = HP_P_ONE;
         threads.update(&prev, &fresh);
+        t = threads.lookup(&prev);
+        if (!t)
+            return 0;
     }
+    if (!now)
+        now = bpf_ktime_get_ns();
     struct hp_start s = {};
     s.ts = now;
     s.gen = gen;
@@ -255,8 +270,12 @@ TRACEPOINT_PROBE(sched, sched_switch)
 #ifndef OFFCPU_NO_USER_STACK
     s.key.user_err = hp_take_stack(args, 1, BPF_F_USER_STACK, s.key.stack_map, &s.key.user_stack);
 #endif
-    if (start.update(&prev, &s) != 0)
+    if (start.update(&prev, &s) != 0) {
         hp_stat(HP_STAT_START_FULL);
+        return 0;
+    }
+    t->out_ts = now;
+    hp_pending_add(prev, 1);
     return 0;
 }
 #endif

@@ -38,24 +38,27 @@
 #define HP_STAT_START_FULL 2    /* switch-outs not tracked because the start map was full */
 #define HP_STAT_STALE_STACK 3   /* off-CPU spans whose stacks were from a recycled stack map */
 #define HP_STAT_SAMPLES 4       /* on-CPU samples seen (including filtered/idle) */
-#define HP_STAT_SHORT_BLOCKS 5  /* off-CPU spans shorter than MIN_BLOCK_NS (skipped by design) */
-#define HP_STAT_SAMPLED_OUT 6   /* off-CPU spans >= MIN_BLOCK_NS whose stacks the predictor skipped;
-                                 * their time is carried, in expectation, by the weighted spans */
+#define HP_STAT_SHORT_BLOCKS 5  /* measured off-CPU spans shorter than MIN_BLOCK_NS (skipped by design;
+                                 * sampled-out spans are not measured, see slot 6) */
+#define HP_STAT_SAMPLED_OUT 6   /* switch-outs whose span the predictor did not sample (no stacks,
+                                 * not timed); their time is carried, in expectation, by the 1/p
+                                 * weights of the sampled spans */
 #define HP_STAT_LOST_SPANS 7    /* off-CPU spans dropped: their switch-in was not seen (the kernel
                                  * skipped a run of the program: see its recursion misses) */
 #define HP_STAT_SLOTS 8
 
-/* Off-CPU stack sampling. Taking stacks at every switch-out dominated the cost of a context
- * switch (user stack: `perf bench sched pipe` +32%, with kernel stack +83%; the bare tracepoint
- * ~1%), yet nearly all switches in that worst case are blocks of microseconds, far below
- * MIN_BLOCK_NS, which are never reported. So each thread keeps a decaying maximum of its recent
- * off-CPU span lengths; its next switch-out takes stacks with probability
- *   p = clamp(recent / MIN_BLOCK_NS, HP_OFFCPU_MIN_P / 65536, 1)
- * and a reported span is weighted by 1/p (Horvitz-Thompson: unbiased, since p is fixed before the
- * span's length is known). A thread that blocked long lately, or that was never seen, has p = 1,
- * so its spans are exact. HP_OFFCPU_MIN_P=65536 takes stacks at every switch (the old behaviour).
- * HP_OFFCPU_DECAY_SHIFT: each span lets the maximum decay by 1/2^shift (3: ~22 short spans bring
- * a 20 ms maximum under 1 ms). */
+/* Off-CPU span sampling. Taking stacks at every switch-out dominated the cost of a context
+ * switch (in-program ~2.3 us with the user stack; `perf bench sched pipe` +32%, with the kernel
+ * stack +83%, while the bare tracepoint costs ~1%), yet nearly all switches in that worst case are
+ * blocks of microseconds, far below MIN_BLOCK_NS, which are never reported. So each thread keeps
+ * a decaying maximum of its recent (sampled) off-CPU span lengths, and each of its switch-outs is
+ * sampled (timed, stacks taken) with probability
+ *   p = clamp(recent / MIN_BLOCK_NS, HP_OFFCPU_MIN_P / 65536, 1);
+ * a reported span is weighted by 1/p (Horvitz-Thompson: unbiased, as p is fixed before the span's
+ * length is known). A thread that blocked long lately, or was never seen, has p = 1, so its spans
+ * are exact. HP_OFFCPU_MIN_P=65536 samples every span (the old behaviour).
+ * HP_OFFCPU_DECAY_SHIFT: each sampled span lets the maximum decay by 1/2^shift (3: ~22 short
+ * spans bring a 20 ms maximum under 1 ms). */
 #ifndef HP_OFFCPU_MIN_P
 #define HP_OFFCPU_MIN_P 1024    /* 1/64 */
 #endif
@@ -66,19 +69,24 @@
 #ifndef HP_THREAD_ENTRIES
 #define HP_THREAD_ENTRIES HP_START_ENTRIES
 #endif
+/* Slots of `pending` (a power of two): open sampled spans counted by tid & (slots - 1). */
+#ifndef HP_PENDING_SLOTS
+#define HP_PENDING_SLOTS 4096
+#endif
 
-/* Per-thread predictor state (map `threads`, BPF side only: user space never reads it). */
+/* Per-thread sampling state (map `threads`, BPF side only: user space never reads it). */
 struct hp_thread {
-    __u64 out_ts;   /* switch-out time of the open span; 0 = none open */
-    __u64 recent;   /* decaying maximum of recent off-CPU span lengths, ns */
-    __u32 p;        /* probability (of HP_P_ONE) the open span's stacks were taken with; 0 = not taken */
+    __u64 out_ts;   /* switch-out time of the open sampled span (stacks in `start`); 0 = none */
+    __u64 recent;   /* decaying maximum of recent sampled span lengths, ns */
+    __u32 p;        /* sampling probability (of HP_P_ONE) of its switch-outs, fixed until the
+                     * next sampled span closes, so it is also that span's weight 1/p */
     __u32 pad;
 };
 
-/* The last context switch on a CPU (map `cpu_last`): when and to which thread. */
+/* The last context switch on a CPU (map `cpu_last`). */
 struct hp_cpu {
-    __u64 ts;
-    __u32 tid;
+    __u64 ts;       /* its time if the thread switched in had an open sampled span, else 0 */
+    __u32 tid;      /* the thread it switched in */
     __u32 pad;
     __u64 rng;      /* PRNG state for the sampling draws */
 };
