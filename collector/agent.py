@@ -81,6 +81,7 @@ class Agent:
         self.failed_ticks = 0
         self.first_ship_at: float | None = None
         self.started_at = clock()
+        self._cpu_mark = time.process_time()
 
     def _spool_profile(self, profile: Profile, kind: str) -> None:
         body = pprof.encode(profile)
@@ -107,10 +108,12 @@ class Agent:
         spooled = len(self.spool.items())
         self.metrics.observe(batch, shipped, spooled, self.spool, self.shipper)
         err = f" last_error={self.shipper.stats.last_error!r}" if spooled and self.shipper.stats.last_error else ""
+        cpu_mark = time.process_time()  # the agent's own cost (all threads) since the last line
+        cpu, self._cpu_mark = cpu_mark - self._cpu_mark, cpu_mark
         self.out(f"hotpath collector: interval {self.intervals} samples={batch.samples} "
                  f"stacks={batch.unique_stacks} missed={batch.missed} "
                  f"unsymbolized={batch.cpu.counters.get('unsymbolized_frames', 0)} shipped={shipped} "
-                 f"spooled={spooled} spool_dropped={self.spool.dropped_batches}{err}")
+                 f"spooled={spooled} spool_dropped={self.spool.dropped_batches} cpu={cpu:.3f}s{err}")
         return batch
 
     def run(self) -> int:

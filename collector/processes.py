@@ -37,12 +37,20 @@ class ProcessTracker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.captures = 0
+        self.unchanged = 0
 
     def _capture(self, pid: int, previous: ProcessInfo | None = None) -> ProcessInfo | None:
         info = recapture_maps(previous, self.proc) if previous is not None else capture(pid, self.proc)
         if info is None:
             return None
         self.captures += 1
+        with self._lock:
+            old = self._infos.get(pid)
+        if old is not None and old.alive and old.maps == info.maps and old.comm == info.comm:
+            # Unchanged: keep the same snapshot object, so what was derived from it (the
+            # symbolizer's frame cache, warmed images) stays valid.
+            self.unchanged += 1
+            return old
         if self._on_capture is not None:
             self._on_capture(info)
         with self._lock:

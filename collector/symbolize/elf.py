@@ -4,6 +4,7 @@ separate debug files (`/usr/lib/debug/.build-id/xx/rest.debug`, `.gnu_debuglink`
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -140,9 +141,97 @@ def _symbols_slow(elf: ELFFile) -> SymArrays:
             np.array(offs, dtype=np.uint64), bytes(blob))
 
 
+_SHDR64 = np.dtype([("name", "<u4"), ("type", "<u4"), ("flags", "<u8"), ("addr", "<u8"), ("offset", "<u8"),
+                    ("size", "<u8"), ("link", "<u4"), ("info", "<u4"), ("addralign", "<u8"), ("entsize", "<u8")])
+_PHDR64 = struct.Struct("<IIQQQQQQ")
+_SHT_SYMTAB, _SHT_NOTE, _SHT_NOBITS, _SHT_DYNSYM = 2, 7, 8, 11
+_NT_GNU_BUILD_ID = 3
+
+
+def _cstr(blob: bytes, off: int) -> bytes:
+    end = blob.find(b"\0", off)
+    return blob[off:end if end >= 0 else None]
+
+
+def _read_elf64(fh: BinaryIO, path: str) -> tuple[ElfSymbols, SymArrays] | None:
+    """64-bit little-endian ELF from its raw headers (numpy/struct), or None for other kinds.
+
+    pyelftools builds an object per section and parses e.g. every GNU hash bucket one by one:
+    ~60 ms per library, which a host starting many new binaries paid for each."""
+    ident = fh.read(64)
+    if len(ident) < 64 or ident[:4] != b"\x7fELF":
+        raise ElfReadError(f"{path}: not an ELF file")
+    if ident[4] != 2 or ident[5] != 1:
+        return None
+    phoff, shoff = struct.unpack_from("<QQ", ident, 32)
+    phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from("<HHHHH", ident, 54)
+    result = ElfSymbols(path=path)
+    if phnum and phentsize >= _PHDR64.size:
+        fh.seek(phoff)
+        raw = fh.read(phnum * phentsize)
+        for i in range(len(raw) // phentsize):
+            p_type, _, p_offset, p_vaddr, _, p_filesz, _, _ = _PHDR64.unpack_from(raw, i * phentsize)
+            if p_type == 1:  # PT_LOAD
+                result.segments.append((p_offset, p_vaddr, p_filesz))
+    if not shoff or shentsize != 64:
+        return result, _concat([])
+    fh.seek(shoff)
+    first = fh.read(64)
+    if len(first) < 64:
+        raise ElfReadError(f"{path}: truncated section headers")
+    if shnum == 0:  # extended numbering: the count lives in section 0
+        shnum = int(np.frombuffer(first, dtype=_SHDR64)[0]["size"])
+    if shstrndx == 0xFFFF:
+        shstrndx = int(np.frombuffer(first, dtype=_SHDR64)[0]["link"])
+    raw = first + fh.read((shnum - 1) * 64)
+    if len(raw) < shnum * 64:
+        raise ElfReadError(f"{path}: truncated section headers")
+    shdrs = np.frombuffer(raw, dtype=_SHDR64)
+
+    def data(i: int) -> bytes:
+        if not 0 <= i < shnum or int(shdrs[i]["type"]) == _SHT_NOBITS:
+            return b""
+        fh.seek(int(shdrs[i]["offset"]))
+        return fh.read(int(shdrs[i]["size"]))
+
+    names = data(shstrndx) + b"\0"
+    parts: list[SymArrays] = []
+    for i in range(shnum):
+        sh = shdrs[i]
+        sh_type = int(sh["type"])
+        name = _cstr(names, int(sh["name"])) if int(sh["name"]) < len(names) else b""
+        if sh_type == _SHT_NOTE and not result.build_id:
+            notes, off = data(i), 0
+            while off + 12 <= len(notes):
+                namesz, descsz, n_type = struct.unpack_from("<III", notes, off)
+                name_at = off + 12
+                desc_at = name_at + (namesz + 3) // 4 * 4
+                if n_type == _NT_GNU_BUILD_ID and notes[name_at:name_at + namesz] == b"GNU\0":
+                    result.build_id = notes[desc_at:desc_at + descsz].hex()
+                    break
+                off = desc_at + (descsz + 3) // 4 * 4
+        elif name == b".gnu_debuglink":
+            result.debuglink = _cstr(data(i), 0).decode("utf-8", "replace")
+        elif sh_type in (_SHT_SYMTAB, _SHT_DYNSYM) and int(sh["entsize"]) == 24:
+            if name == b".symtab":
+                result.has_symtab = True
+            table = data(i)
+            strings = data(int(sh["link"])) + b"\0"
+            syms = np.frombuffer(table[: len(table) // 24 * 24], dtype=_SYM64)
+            keep = np.isin(syms["info"] & 0xF, _FUNC_TYPES) & (syms["value"] != 0) & (syms["shndx"] != 0)
+            keep &= syms["name"] < len(strings)
+            if keep.any():
+                parts.append((syms["value"][keep], syms["size"][keep], syms["name"][keep], strings))
+    return result, _concat(parts)
+
+
 def _read_elf(path: str) -> tuple[ElfSymbols, SymArrays]:
     try:
         with open(path, "rb") as fh:
+            fast = _read_elf64(fh, path)
+            if fast is not None:
+                return fast
+            fh.seek(0)
             elf = ELFFile(fh)
             result = ElfSymbols(path=path)
             for seg in elf.iter_segments():
@@ -157,7 +246,7 @@ def _read_elf(path: str) -> tuple[ElfSymbols, SymArrays]:
                     data = section.data()
                     result.debuglink = data.split(b"\0", 1)[0].decode("utf-8", "replace")
             syms, result.has_symtab = _symbols(elf, fh)
-    except (OSError, ELFError, ValueError, KeyError) as exc:
+    except (OSError, ELFError, ValueError, KeyError, struct.error, IndexError) as exc:
         raise ElfReadError(f"{path}: {exc}") from exc
     return result, syms
 

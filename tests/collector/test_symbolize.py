@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from collector.processes import ProcessTracker
 from collector.symbolize.demangle import demangle
 from collector.symbolize.elf import load_elf
@@ -169,3 +171,24 @@ def test_perf_map_of_a_process_in_its_own_pid_and_mount_namespace() -> None:
         outer.wait()
     assert frame.function == "jit_fn_in_container" and frame.kind is FrameKind.JIT
     assert counters == {}
+
+
+def test_fast_elf_headers_agree_with_pyelftools_and_bad_files_are_errors(build, tmp_path) -> None:
+    from elftools.elf.elffile import ELFFile
+
+    from collector.symbolize.elf import ElfReadError
+
+    exe = str(build("cpu_split"))
+    ours = load_elf(exe)
+    with open(exe, "rb") as fh:
+        elf = ELFFile(fh)
+        segments = [(s["p_offset"], s["p_vaddr"], s["p_filesz"]) for s in elf.iter_segments()
+                    if s["p_type"] == "PT_LOAD"]
+        build_id = next(n["n_desc"] for s in elf.iter_sections() if s["sh_type"] == "SHT_NOTE"
+                        for n in s.iter_notes() if n["n_type"] == "NT_GNU_BUILD_ID")
+    assert ours.segments == segments and ours.build_id == build_id and ours.has_symtab
+    for name, body in (("text", b"hello"), ("truncated", Path(exe).read_bytes()[:200]), ("empty", b"")):
+        bad = tmp_path / name
+        bad.write_bytes(body)
+        with pytest.raises(ElfReadError):
+            load_elf(str(bad))
