@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from google.protobuf.message import DecodeError
 
+from profiler import pprof_columns
 from profiler import profile_pb2 as pb
 from profiler.errors import PprofError
 from profiler.model import Frame, FrameKind, Labels, Profile, ProfileTable, ValueType
@@ -88,6 +89,12 @@ def decode_table(data: bytes) -> ProfileTable:
         raise PprofError("empty input")
     if data[:2] == b"\x1f\x8b":
         data = _gunzip(data)
+    table = pprof_columns.read(data, _header)  # None: unusual or bad input, the reference decides
+    return table if table is not None else _reference(data)
+
+
+def _reference(data: bytes) -> ProfileTable:
+    """Full-schema parse and per-message conversion: the behaviour the fast reader must match."""
     msg = pb.Profile()
     try:
         msg.ParseFromString(data)
@@ -103,7 +110,10 @@ def decode_table(data: bytes) -> ProfileTable:
         raise PprofError(f"malformed profile: {type(exc).__name__}: {exc}") from None
 
 
-def _convert(msg: Any) -> ProfileTable:
+def _header(msg: Any) -> tuple[list[str], Callable[[int, str], str], tuple[ValueType, ...], ValueType | None, str,
+                              dict[str, int], list[str], dict[int, tuple[str, str, int, int, FrameKind]]]:
+    """The small top-level parts (string table, types, comments, mappings), validated; shared by
+    the reference decoder and the columnar one so both read them the same way."""
     strings = list(msg.string_table)
     n = len(strings)
     if n == 0 or strings[0] != "":
@@ -144,7 +154,24 @@ def _convert(msg: Any) -> ProfileTable:
                 continue
         comments.append(text)
 
-    frames, loc_frames = _locations(msg, s, kinds)
+    mappings: dict[int, tuple[str, str, int, int, FrameKind]] = {}
+    for m in msg.mapping:
+        _check_new_id("mapping", m.id, mappings)
+        path = s(m.filename, f"mapping {m.id} filename")
+        kind = kinds.get(m.id)
+        if kind is None:
+            if path.startswith(("[kernel", "[vmlinux")) or path == "vmlinux":
+                kind = FrameKind.KERNEL
+            else:
+                kind = FrameKind.NATIVE if path else FrameKind.UNKNOWN
+        mappings[m.id] = (path, s(m.build_id, f"mapping {m.id} build_id"), m.memory_start, m.file_offset, kind)
+    return strings, s, sample_types, period_type, default_type, counters, comments, mappings
+
+
+def _convert(msg: Any) -> ProfileTable:
+    """The reference decoder: per message over the full schema; names every invariant broken."""
+    _strings, s, sample_types, period_type, default_type, counters, comments, mappings = _header(msg)
+    frames, loc_frames = _locations(msg, s, mappings)
     values = _values(msg.sample, len(sample_types))
     stacks = _stacks(msg.sample, loc_frames)
     labels = _labels(msg.sample, s)
@@ -164,22 +191,10 @@ def _convert(msg: Any) -> ProfileTable:
     )
 
 
-def _locations(msg: Any, s: Callable[[int, str], str], kinds: dict[int, FrameKind]
+def _locations(msg: Any, s: Callable[[int, str], str], mappings: dict[int, tuple[str, str, int, int, FrameKind]]
                ) -> tuple[list[Frame], dict[int, tuple[int, ...]]]:
     """Frames (interned by identity) and each location's frame indexes, root first: per location,
     never per frame occurrence, so the per-sample work is only index lookups."""
-    mappings: dict[int, tuple[str, str, int, int, FrameKind]] = {}
-    for m in msg.mapping:
-        _check_new_id("mapping", m.id, mappings)
-        path = s(m.filename, f"mapping {m.id} filename")
-        kind = kinds.get(m.id)
-        if kind is None:
-            if path.startswith(("[kernel", "[vmlinux")) or path == "vmlinux":
-                kind = FrameKind.KERNEL
-            else:
-                kind = FrameKind.NATIVE if path else FrameKind.UNKNOWN
-        mappings[m.id] = (path, s(m.build_id, f"mapping {m.id} build_id"), m.memory_start, m.file_offset, kind)
-
     functions: dict[int, tuple[str, str]] = {}
     for f in msg.function:
         _check_new_id("function", f.id, functions)
