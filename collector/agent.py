@@ -150,20 +150,24 @@ class Agent:
 def run_agent(config: AgentConfig, stop: threading.Event | None = None,
               out: Callable[[str], None] | None = None) -> int:
     """Run the real collector (BPF + /proc + HTTP) until SIGTERM/SIGINT or `stop` is set."""
-    from collector.bpf_loader import BccSource
+    from collector.bpf_loader import BccSource, PendingLoad
     from collector.processes import ProcessTracker
 
     started = time.monotonic()
-    symbolizer = Symbolizer(None)  # type: ignore[arg-type]
-    tracker = ProcessTracker(pids=config.pids or None, on_capture=symbolizer.warm)
-    symbolizer.tracker = tracker
-    tracker.start(interval_s=0.5)
+    # The loader compiles in its own process meanwhile kallsyms and /proc are read here.
+    pending = PendingLoad(config.frequency, config.offcpu, config.min_block_ns, config.pids,
+                          config.offcpu_kernel_stacks)
+    tracker = None
     try:
-        source = BccSource(frequency=config.frequency, offcpu=config.offcpu,
-                           min_block_ns=config.min_block_ns, pids=config.pids,
-                           offcpu_kernel_stacks=config.offcpu_kernel_stacks)
-    except Exception:
-        tracker.stop()
+        symbolizer = Symbolizer(None)  # type: ignore[arg-type]
+        tracker = ProcessTracker(pids=config.pids or None, on_capture=symbolizer.warm)
+        symbolizer.tracker = tracker
+        tracker.start(interval_s=0.5)
+        source = BccSource(frequency=config.frequency, offcpu=config.offcpu, pending=pending)
+    except BaseException:
+        pending.cancel()
+        if tracker is not None:
+            tracker.stop()
         raise
     spool = Spool(config.spool_dir, config.spool_max_bytes)
     shipper = Shipper(config.server, config.token)

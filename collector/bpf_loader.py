@@ -194,60 +194,81 @@ class Loaded:
         self.keep = []
 
 
+class PendingLoad:
+    """A loader subprocess at work: started at once, so the agent can set up its symbolizer and
+    process tracker while BCC compiles; `result()` waits for the fds."""
+
+    def __init__(self, frequency: int, offcpu: bool, min_block_ns: int, pids: Iterable[int] | None,
+                 offcpu_kernel_stacks: bool = False) -> None:
+        self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        options = json.dumps({"frequency": frequency, "offcpu": offcpu, "min_block_ns": min_block_ns,
+                              "pids": sorted(set(pids or ())), "offcpu_kernel_stacks": offcpu_kernel_stacks})
+        root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+        try:
+            self._child = subprocess.Popen([sys.executable, "-m", "collector.bpf_loader", "--child",
+                                            str(theirs.fileno()), options], pass_fds=(theirs.fileno(),),
+                                           stdin=subprocess.DEVNULL, stdout=2, env=env, cwd=root)
+        except OSError as exc:
+            self._sock.close()
+            raise LoaderError(f"cannot start the BPF loader process {sys.executable}: {exc}") from exc
+        finally:
+            theirs.close()  # so a loader that dies without a word reads as EOF, not a hang
+
+    def result(self, timeout_s: float = LOAD_TIMEOUT_S) -> Loaded:
+        """The maps and attachments, or LoaderError with the loader's own message."""
+        fds: list[int] = []
+        try:
+            self._sock.settimeout(timeout_s)
+            try:
+                msg, fds, _, _ = socket.recv_fds(self._sock, 65536, SCM_MAX_FDS + 3)
+                if not msg:
+                    raise LoaderError(f"the BPF loader process exited (status {self._child.wait()}) "
+                                      "without a result; its error output is above")
+                header = json.loads(msg)
+                if not header["ok"]:
+                    raise LoaderError(header["error"])
+                while len(fds) < header["nfds"]:
+                    _, more, _, _ = socket.recv_fds(self._sock, 16, SCM_MAX_FDS + 3)
+                    if not more:
+                        raise LoaderError("the BPF loader process sent fewer fds than announced")
+                    fds += more
+            except TimeoutError:
+                self._child.kill()
+                raise LoaderError(f"the BPF loader process gave no answer in {timeout_s:.0f}s") from None
+            names = header["maps"]
+            loaded = Loaded({}, fds[len(names):])
+            try:
+                ncpus = possible_cpus()
+                for name, fd in zip(names, fds, strict=False):
+                    loaded.maps[name] = BpfMap(fd, name, ncpus)
+            except OSError as exc:
+                loaded.close()
+                raise LoaderError(f"cannot use the maps the BPF loader made: {exc}") from exc
+            fds = []
+            return loaded
+        finally:
+            for fd in fds:
+                os.close(fd)
+            self._sock.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._child.wait(timeout=10)  # it exits right after sending
+            self.cancel()
+
+    def cancel(self) -> None:
+        """Stop waiting: end the loader if still at work (what it attached detaches as its fds
+        close); fds in flight close with the socket."""
+        self._sock.close()
+        if self._child.poll() is None:
+            self._child.kill()
+            self._child.wait()
+
+
 def load_programs(frequency: int, offcpu: bool, min_block_ns: int, pids: Iterable[int] | None,
                   offcpu_kernel_stacks: bool = False, timeout_s: float = LOAD_TIMEOUT_S) -> Loaded:
     """Compile and attach in a short-lived subprocess (BCC and LLVM never enter this process);
     receive the map and attachment fds over a Unix socket. Raises LoaderError with its message."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    options = json.dumps({"frequency": frequency, "offcpu": offcpu, "min_block_ns": min_block_ns,
-                          "pids": sorted(set(pids or ())), "offcpu_kernel_stacks": offcpu_kernel_stacks})
-    root = str(Path(__file__).resolve().parent.parent)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-    try:
-        child = subprocess.Popen([sys.executable, "-m", "collector.bpf_loader", "--child",
-                                  str(theirs.fileno()), options], pass_fds=(theirs.fileno(),),
-                                 stdin=subprocess.DEVNULL, stdout=2, env=env, cwd=root)
-    except OSError as exc:
-        ours.close()
-        raise LoaderError(f"cannot start the BPF loader process {sys.executable}: {exc}") from exc
-    finally:
-        theirs.close()  # so a loader that dies without a word reads as EOF, not a hang
-    fds: list[int] = []
-    try:
-        ours.settimeout(timeout_s)
-        try:
-            msg, fds, _, _ = socket.recv_fds(ours, 65536, SCM_MAX_FDS + 3)
-            if not msg:
-                raise LoaderError(f"the BPF loader process exited (status {child.wait()}) without "
-                                  "a result; its error output is above")
-            header = json.loads(msg)
-            if not header["ok"]:
-                raise LoaderError(header["error"])
-            while len(fds) < header["nfds"]:
-                _, more, _, _ = socket.recv_fds(ours, 16, SCM_MAX_FDS + 3)
-                if not more:
-                    raise LoaderError("the BPF loader process sent fewer fds than announced")
-                fds += more
-        except TimeoutError:
-            child.kill()
-            raise LoaderError(f"the BPF loader process gave no answer in {timeout_s:.0f}s") from None
-        names = header["maps"]
-        loaded = Loaded({}, fds[len(names):])
-        try:
-            ncpus = possible_cpus()
-            for name, fd in zip(names, fds, strict=False):
-                loaded.maps[name] = BpfMap(fd, name, ncpus)
-        except OSError as exc:
-            loaded.close()
-            raise LoaderError(f"cannot use the maps the BPF loader made: {exc}") from exc
-        fds = []
-        return loaded
-    finally:
-        for fd in fds:
-            os.close(fd)
-        ours.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(timeout=10)
+    return PendingLoad(frequency, offcpu, min_block_ns, pids, offcpu_kernel_stacks).result(timeout_s)
 
 
 class BccSource:
@@ -257,11 +278,13 @@ class BccSource:
 
     def __init__(self, frequency: int = 19, offcpu: bool = True, min_block_ns: int = 1_000_000,
                  pids: Iterable[int] | None = None, clock_ns: Any = time.time_ns,
-                 offcpu_kernel_stacks: bool = False) -> None:
+                 offcpu_kernel_stacks: bool = False, pending: PendingLoad | None = None) -> None:
         self.frequency = frequency
         self.offcpu = offcpu
         self._clock_ns = clock_ns
-        self._loaded = load_programs(frequency, offcpu, min_block_ns, pids, offcpu_kernel_stacks)
+        if pending is None:
+            pending = PendingLoad(frequency, offcpu, min_block_ns, pids, offcpu_kernel_stacks)
+        self._loaded = pending.result()
         self._maps = self._loaded.maps
         try:
             self._check_layout()
@@ -388,6 +411,7 @@ __all__ = [
     "STACK_STALE",
     "BccSource",
     "LoaderError",
+    "PendingLoad",
     "build_cflags",
     "kernel_stack_is_missed",
     "load_programs",
