@@ -219,6 +219,7 @@ def main() -> int:
     ap.add_argument("--only", choices=("offcpu", "oncpu"))
     ap.add_argument("--pin", help="taskset CPU list for sched pipe (e.g. 0: both ends on one CPU, "
                     "every op a real switch, less cross-CPU wakeup noise)")
+    ap.add_argument("--match", help="only variants whose name matches this regex")
     ap.add_argument("--extra-cflags", default="", help="space-separated -D flags for the current "
                     "Hotpath variants (e.g. -DHP_OFFCPU_NO_PREDICT)")
     args = ap.parse_args()
@@ -260,6 +261,7 @@ def run(args: argparse.Namespace, bcc: Any, extra: list[str], ref: Path | None) 
                 Variant(f"ref {args.ref}, user+kernel", "tp", src_file=ref / "hotpath.bpf.c",
                         cflags=hotpath_flags(ref, True, kernel=True)),
             ]
+        variants = [v for v in variants if not args.match or re.search(args.match, v.name)]
         for v in variants:
             load(bcc, v)
         print(f"\n1. {'taskset -c ' + args.pin + ' ' if args.pin else ''}perf bench sched pipe -l {args.pipe_loops} (wall seconds; higher ratio = slower)")
@@ -283,6 +285,7 @@ def run(args: argparse.Namespace, bcc: Any, extra: list[str], ref: Path | None) 
         if ref is not None:
             variants.append(Variant(f"ref {args.ref} on_cpu_sample", "perf", src_file=ref / "hotpath.bpf.c",
                                     cflags=hotpath_flags(ref, False)))
+        variants = [v for v in variants if not args.match or re.search(args.match, v.name)]
         for v in variants:
             load(bcc, v)
         print(f"\n2. cpu_split {args.iterations} iterations at {args.hz} Hz (CPU-bound, one thread)")

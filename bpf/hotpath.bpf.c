@@ -134,6 +134,9 @@ BPF_TABLE("lru_hash", u32, struct hp_start, start, HP_START_ENTRIES);
 BPF_TABLE("lru_hash", u32, struct hp_thread, threads, HP_THREAD_ENTRIES);
 BPF_PERCPU_ARRAY(cpu_last, struct hp_cpu, 1);
 BPF_ARRAY(pending, u32, HP_PENDING_SLOTS);
+/* Exits per p-cache slot: a tid is reused soon (pid_max is often 32768), and a new thread must
+ * not inherit a dead one's p (its first span must be exact), from `threads` or any CPU's cache. */
+BPF_ARRAY(exits, u32, HP_PCACHE_SLOTS);
 
 /* Probability (of HP_P_ONE) of taking stacks at a thread's next switch-out. */
 static __always_inline u32 hp_offcpu_p(u64 recent)
@@ -170,6 +173,14 @@ static __always_inline void hp_offcpu_end(u32 tid, u64 end, u32 p, u64 gen)
     if (p < HP_P_ONE)
         value = delta / p * HP_P_ONE + (delta % p) * HP_P_ONE / p; /* no overflow of delta << 16 */
     hp_add(&key, value, hp_control(HP_CTL_BUFFER), 1);
+}
+
+/* One sampling draw with probability p (of HP_P_ONE). Knuth's MMIX LCG, per CPU: the draw
+ * only has to be independent of the length of the coming span; no helper call. */
+static __always_inline int hp_draw(struct hp_cpu *c, u32 p)
+{
+    c->rng = c->rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (u32)(c->rng >> 48) < p;
 }
 
 static __always_inline void hp_pending_add(u32 tid, int delta)
@@ -213,6 +224,27 @@ TRACEPOINT_PROBE(sched, sched_switch)
     if (!hp_wanted(bpf_get_current_pid_tgid() >> 32))
         return 0;
 #endif
+    /* A sampled-out switch-out must not even look up `threads` (a helper call): if prev can
+     * have no open span (its `pending` slot is 0) and this CPU's p cache knows prev, draw from
+     * the cached p. A stale p (changed by a span closed on another CPU) only changes how often
+     * prev is sampled, not the weight: the sampled span is weighted by the p it was drawn with. */
+    u32 p_used = 0;
+    int exiting = (args->prev_state & HP_PREV_STATE_EXITING) != 0;
+    u32 pslot = prev & (HP_PENDING_SLOTS - 1);
+    u32 *ppend = pending.lookup(&pslot);
+    u32 ci = prev & (HP_PCACHE_SLOTS - 1);
+    u32 *epoch = exits.lookup(&ci);
+    if (!epoch)
+        return 0;
+    if (!exiting && ppend && *ppend == 0 && c->pcache[ci].tid == prev && c->pcache[ci].p &&
+        c->pcache[ci].epoch == *epoch) {
+        u32 p = c->pcache[ci].p;
+        if (p < HP_P_ONE && !hp_draw(c, p)) {
+            hp_stat(HP_STAT_SAMPLED_OUT);
+            return 0; /* the common, cheap path: no helper call, no clock, no stacks */
+        }
+        p_used = p;
+    }
     u64 gen = hp_control(HP_CTL_STACKGEN);
     struct hp_thread *t = threads.lookup(&prev);
     if (t) {
@@ -233,19 +265,29 @@ TRACEPOINT_PROBE(sched, sched_switch)
             }
             t->out_ts = 0;
         }
-        if (t->p < HP_P_ONE) {
-            /* Knuth's MMIX LCG: the draw only has to be independent of the coming span. */
-            c->rng = c->rng * 6364136223846793005ULL + 1442695040888963407ULL;
-            if ((u32)(c->rng >> 48) >= t->p) {
+        if (exiting) {
+            /* Its last switch-out: forget it, so a thread reusing the tid starts fresh. */
+            threads.delete(&prev);
+            __sync_fetch_and_add(epoch, 1);
+            return 0;
+        }
+        if (!p_used) {
+            c->pcache[ci].tid = prev;
+            c->pcache[ci].p = t->p;
+            c->pcache[ci].epoch = *epoch;
+            if (t->p < HP_P_ONE && !hp_draw(c, t->p)) {
                 hp_stat(HP_STAT_SAMPLED_OUT);
-                return 0; /* the common, cheap path: no clock, no stacks, no `start` entry */
+                return 0;
             }
+            p_used = t->p;
         }
     } else {
         /* A thread never seen (or evicted from the LRU): assume it just blocked MIN_BLOCK_NS,
          * so its first span is exact. An evicted thread's open span closes with weight 1. */
         if (in_tid == prev && in_ts)
             hp_offcpu_end(prev, in_ts, HP_P_ONE, gen);
+        if (exiting)
+            return 0;
         struct hp_thread fresh = {};
         fresh.recent = MIN_BLOCK_NS;
         fresh.p = HP_P_ONE;
@@ -253,7 +295,10 @@ TRACEPOINT_PROBE(sched, sched_switch)
         t = threads.lookup(&prev);
         if (!t)
             return 0;
+        p_used = HP_P_ONE;
     }
+    /* This span's weight is 1/p_used; the next draws use it too, until the span closes. */
+    t->p = p_used;
     if (!now)
         now = bpf_ktime_get_ns();
     struct hp_start s = {};

@@ -83,12 +83,27 @@ struct hp_thread {
     __u32 pad;
 };
 
-/* The last context switch on a CPU (map `cpu_last`). */
+/* sched_switch's reported prev_state bits of a task switching out for the last time (tracefs
+ * format: 0x10 "X" EXIT_DEAD, 0x20 "Z" EXIT_ZOMBIE; stable tracepoint ABI, not a struct layout). */
+#define HP_PREV_STATE_EXITING 0x30
+
+/* Per-CPU cache of threads' sampling probabilities, by tid (a power of two). */
+#ifndef HP_PCACHE_SLOTS
+#define HP_PCACHE_SLOTS 16
+#endif
+
+/* Per-CPU state (map `cpu_last`): the last context switch on this CPU, and the p cache. */
 struct hp_cpu {
     __u64 ts;       /* its time if the thread switched in had an open sampled span, else 0 */
     __u32 tid;      /* the thread it switched in */
     __u32 pad;
     __u64 rng;      /* PRNG state for the sampling draws */
+    struct {
+        __u32 tid;
+        __u32 p;    /* that thread's p when this CPU last looked; 0 = empty */
+        __u32 epoch; /* `exits` of its slot then: a thread of that slot exiting invalidates it */
+        __u32 pad;
+    } pcache[HP_PCACHE_SLOTS];
 };
 
 /* Stack id used when a stack map generation was recycled while a task was blocked. */

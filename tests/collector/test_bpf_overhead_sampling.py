@@ -1,0 +1,81 @@
+"""Off-CPU span sampling on the real kernel: a reused tid must not inherit a dead thread's p.
+
+The sched_switch program samples a thread's switch-outs with a probability learned from its
+recent spans (bpf/hotpath.h). tids are reused soon (pid_max is often 32768): a new thread taking
+the tid of a dead short-blocker must start exact (p = 1), not at the dead thread's 1/64.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from collector.bpf_loader import build_cflags
+
+pytestmark = pytest.mark.timeout(300)
+ROOT = Path(__file__).resolve().parents[2]
+NS_LAST_PID = Path("/proc/sys/kernel/ns_last_pid")
+
+
+def _spawn_at(pid: int, argv: list[str], **kw) -> subprocess.Popen:
+    NS_LAST_PID.write_text(str(pid - 1))
+    return subprocess.Popen(argv, **kw)
+
+
+def _offcpu_by_thread(bpf, tgid: int) -> dict[tuple[int, str], int]:
+    out: dict[tuple[int, str], int] = {}
+    for name in (b"offcpu_counts0", b"offcpu_counts1"):
+        for key, value in bpf[name].items():
+            if key.tgid == tgid:
+                k = (key.tid, key.comm.decode("utf-8", "replace"))
+                out[k] = out.get(k, 0) + value.value
+    return out
+
+
+def test_reused_tid_of_a_short_blocker_starts_exact(bpf_ready: None, build) -> None:
+    import bcc
+
+    exe = build("offcpu_block")
+    bpf = bcc.BPF(src_file=str(ROOT / "bpf/hotpath.bpf.c").encode(),
+                  cflags=build_cflags(True, 1_000_000, None))
+    try:
+        pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+        for _attempt in range(5):
+            # Other processes on the host fork too: retry until the tids really were reused.
+            base = int(NS_LAST_PID.read_text()) + 200
+            if base + 10 >= pid_max:
+                base = 1000
+            # perf's threaded sched pipe: two worker threads (base+1, base+2) that block for
+            # microseconds thousands of times, so their p falls to the floor.
+            perf = _spawn_at(base, ["perf", "bench", "sched", "pipe", "-T", "-l", "60000"],
+                             stdout=subprocess.DEVNULL)
+            time.sleep(0.2)
+            perf_tids = {int(t) for t in os.listdir(f"/proc/{perf.pid}/task")} if perf.poll() is None else set()
+            perf.wait()
+            if perf.pid != base or base + 1 not in perf_tids:
+                continue
+            work = _spawn_at(base, [str(exe), "1"], stdout=subprocess.PIPE, text=True)
+            out = work.communicate()[0]
+            if work.pid != base:
+                continue
+            time.sleep(0.2)  # the threads' last switch-outs close their spans
+            truth = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()}
+            got = _offcpu_by_thread(bpf, base)
+            sleeper = [(tid, v) for (tid, comm), v in got.items() if comm == "hp-sleeper"]
+            assert sleeper, got
+            tid, value = sleeper[0]
+            if tid not in perf_tids:
+                continue
+            # 50 spans of 20 ms: at the dead worker's p (1/64) this would be 0 or ~64x a span.
+            assert abs(value - truth["hp-sleeper"]) <= 0.10 * truth["hp-sleeper"], (value, truth)
+            stats = bpf[b"stats"]
+            sampled_out = sum(stats[stats.Key(6)])
+            assert sampled_out > 10000, sampled_out  # perf's workers really were sampled out
+            return
+        pytest.fail("could not get a tid reused within 5 attempts (host forking too much?)")
+    finally:
+        bpf.cleanup()
