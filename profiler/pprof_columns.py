@@ -29,6 +29,7 @@ from profiler.model import Frame, FrameKind, Labels, ProfileTable
 _FRAME_CACHE: dict[tuple, Frame] = {}  # frames recur across a fleet's batches; Frame is immutable
 _FRAME_CACHE_MAX = 1 << 17
 _MAX_VARINT = 10
+_KINDS = {k.value: k for k in FrameKind}
 
 
 def _lite_class() -> Any:
@@ -75,12 +76,7 @@ class _Tokens:
         self.end = last + 1
         self.start = np.concatenate((np.zeros(min(1, last.size), dtype=np.int64), self.end[:-1]))
         self.n = self.start.size
-        # token index of the token starting at each byte (and at the buffer's end: n)
-        starts_mask = np.zeros(buf.size + 1, dtype=bool)
-        starts_mask[self.start] = True
-        starts_mask[buf.size] = True
-        self._is_start = starts_mask
-        self._index = np.cumsum(starts_mask) - 1
+        self._edge = np.append(self.start, buf.size)  # token starts, plus the end as the n-th
         width = self.end - self.start
         value = (buf[self.start] & 0x7F).astype(np.uint64)
         more = np.flatnonzero(width > 1)
@@ -98,9 +94,10 @@ class _Tokens:
 
     def at_byte(self, byte: np.ndarray) -> np.ndarray:
         """Token index starting at each byte offset (n at the end); _Unusual inside a token."""
-        if not self._is_start[byte].all():
+        t = np.searchsorted(self.start, byte)
+        if (self._edge[t] != byte).any():
             raise _Unusual("field boundary inside a varint")
-        return self._index[byte]
+        return t
 
 
 def _walk(tok: _Tokens, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -152,20 +149,20 @@ class _Fields:
         self.fno = (tag >> np.uint64(3)).astype(np.int64)
         self.wt = (tag & np.uint64(7)).astype(np.int64)
 
-    def scalars(self, fields: tuple[int, ...]) -> np.ndarray:
-        """(count, len(fields)) uint64 of varint fields, 0 when absent; a repeat is _Unusual
-        (proto3 keeps the last; rare enough to leave to the reference decoder)."""
-        out = np.zeros((self.count, len(fields)), dtype=np.uint64)
-        for j, f in enumerate(fields):
-            sel = self.fno == f
-            if not sel.any():
-                continue
-            if (self.wt[sel] != 0).any():
-                raise _Unusual("scalar with a length-delimited wire type")
-            m = self.msg[sel]
-            if m.size > 1 and (m[1:] == m[:-1]).any():
-                raise _Unusual("repeated scalar field")
-            out[m, j] = self.tok.value[self.val[sel]]
+    def scalars(self, nfields: int) -> np.ndarray:
+        """(count, nfields) uint64 of varint fields 1..nfields, 0 when absent; a repeat is
+        _Unusual (proto3 keeps the last; rare enough to leave to the reference decoder)."""
+        out = np.zeros((self.count, nfields), dtype=np.uint64)
+        sel = np.flatnonzero(self.fno <= nfields)
+        if sel.size == 0:
+            return out
+        if (self.wt[sel] != 0).any():
+            raise _Unusual("scalar with a length-delimited wire type")
+        m, col = self.msg[sel], self.fno[sel] - 1
+        key = np.sort(m * nfields + col)
+        if (key[1:] == key[:-1]).any():
+            raise _Unusual("repeated scalar field")
+        out[m, col] = self.tok.value[self.val[sel]]
         return out
 
     def payloads(self, field: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -276,19 +273,19 @@ def _read(msg: Any, header: Any) -> ProfileTable:
     loc = _Fields(tok, m[cut[0]:cut[1]] - nfn, t[cut[0]:cut[1]], v[cut[0]:cut[1]], nloc)
     smp = _Fields(tok, m[cut[1]:] - nfn - nloc, t[cut[1]:], v[cut[1]:], nsmp)
     # --- functions: id, name, system_name, filename
-    fcols = fn.scalars((1, 2, 3, 4)).view(np.int64)
+    fcols = fn.scalars(4).view(np.int64)
     fids = _Index(fcols[:, 0].view(np.uint64))
     if ((fcols[:, 1:] < 0) | (fcols[:, 1:] >= nstr)).any():
         raise _Unusual("function string index out of range")
     # --- locations: id, mapping_id, address, then a second walk over their Line payloads
-    lcols = loc.scalars((1, 2, 3))
+    lcols = loc.scalars(3)
     lids = _Index(lcols[:, 0])
     line_loc, lp0, lp1 = loc.payloads(4)
     nlines = np.bincount(line_loc, minlength=nloc)
     if nloc and (nlines == 0).any():
         raise _Unusual("location without lines")  # named from the address: the reference does it
     km, kt, kv = _walk(tok, lp0, lp1)
-    kcols = _Fields(tok, km, kt, kv, line_loc.size).scalars((1, 2)).view(np.int64)
+    kcols = _Fields(tok, km, kt, kv, line_loc.size).scalars(2).view(np.int64)
     line_fn_row = fids.rows(kcols[:, 0].view(np.uint64))
     map_ids = _Index(np.fromiter(mappings, dtype=np.uint64, count=len(mappings)))
     map_rows = list(mappings.values())
@@ -367,15 +364,18 @@ def _frames(first_occ: np.ndarray, occ_fn: np.ndarray, occ_loc: np.ndarray, occ_
     files = list(map(strings.__getitem__, fcols[fn, 3].tolist()))
     lines = kcols[occ_line[first_occ], 1].tolist()
     addrs = lcols[loc, 2].tolist()
-    none = ("", "", 0, 0, FrameKind.UNKNOWN)
-    maps = [map_rows[r] if r >= 0 else none for r in loc_map_row[loc].tolist()]
+    # keyed by the kind's value: an Enum member's hash is a Python-level call
+    none = ("", "", 0, 0, FrameKind.UNKNOWN.value)
+    plain = [(r[0], r[1], r[2], r[3], r[4].value) for r in map_rows]
+    maps = [plain[r] if r >= 0 else none for r in loc_map_row[loc].tolist()]
     keys = [(n, m[0], m[4], a, m[1], f, ln) for n, m, a, f, ln in zip(names, maps, addrs, files, lines)]
     out = list(map(_FRAME_CACHE.get, keys))
     if len(_FRAME_CACHE) > _FRAME_CACHE_MAX:
         _FRAME_CACHE.clear()
     for i, fr in enumerate(out):
         if fr is None:
-            out[i] = _FRAME_CACHE[keys[i]] = Frame(*keys[i])
+            n, b, k, a, bid, f, ln = keys[i]
+            out[i] = _FRAME_CACHE[keys[i]] = Frame(n, b, _KINDS[k], a, bid, f, ln)
     return out  # type: ignore[return-value]
 
 
