@@ -382,10 +382,9 @@ def _frames(first_occ: np.ndarray, occ_fn: np.ndarray, occ_loc: np.ndarray, occ_
 def _labels(smp: _Fields, buf: np.ndarray, nsmp: int, s: Any, nstr: int) -> list[Labels]:
     """Per sample its sorted label pairs, decoded once per distinct raw bytes of its label fields
     (one span per sample when they are back to back, as encoders write them)."""
-    out: list[Labels] = [()] * nsmp
     owner, _, p1 = smp.payloads(3)
     if owner.size == 0:
-        return out
+        return [()] * nsmp
     tag_start = smp.tok.start[smp.val[smp.fno == 3] - 1]
     heads = np.flatnonzero(np.concatenate(([True], owner[1:] != owner[:-1])))
     tails = np.concatenate((heads[1:], [owner.size])) - 1
@@ -393,24 +392,27 @@ def _labels(smp: _Fields, buf: np.ndarray, nsmp: int, s: Any, nstr: int) -> list
     joined[heads] = False  # each label but a sample's first must start where the previous ended
     if not (tag_start[joined] == p1[np.flatnonzero(joined) - 1]).all():
         raise _Unusual("labels interleaved with other fields")
+    lo = np.zeros(nsmp, dtype=np.int64)
+    hi = np.zeros(nsmp, dtype=np.int64)  # samples without labels keep the empty span
+    lo[owner[heads]] = tag_start[heads]
+    hi[owner[heads]] = p1[tails]
     raw = buf.tobytes()
-    cache: dict[bytes, Labels] = {}
-    for w, a, b in zip(owner[heads].tolist(), tag_start[heads].tolist(), p1[tails].tolist()):
-        key = raw[a:b]
-        got = cache.get(key)
-        if got is None:
-            try:  # the span is a run of Sample.label fields: parse it as a Sample
-                labels = pb.Sample.FromString(key).label
-            except Exception:  # noqa: BLE001 - malformed label: the reference decoder names it
-                raise _Unusual("label") from None
-            pairs = []
-            for lb in labels:
-                for idx in (lb.key, lb.str, lb.num_unit):
-                    if not 0 <= idx < nstr:
-                        raise _Unusual("label string index out of range")
-                # proto3 cannot tell str "" from num 0: a string wins, then a number, else ""
-                v = s(lb.str, "") if lb.str else (str(lb.num) if lb.num or lb.num_unit else "")
-                pairs.append((s(lb.key, ""), v))
-            got = cache[key] = tuple(sorted(pairs))
-        out[w] = got
-    return out
+    spans = [raw[a:b] for a, b in zip(lo.tolist(), hi.tolist())]
+    decoded: dict[bytes, Labels] = {b"": ()}
+    for key in set(spans):
+        if key in decoded:
+            continue
+        try:  # the span is a run of Sample.label fields: parse it as a Sample
+            labels = pb.Sample.FromString(key).label
+        except Exception:  # noqa: BLE001 - malformed label: the reference decoder names it
+            raise _Unusual("label") from None
+        pairs = []
+        for lb in labels:
+            for idx in (lb.key, lb.str, lb.num_unit):
+                if not 0 <= idx < nstr:
+                    raise _Unusual("label string index out of range")
+            # proto3 cannot tell str "" from num 0: a string wins, then a number, else ""
+            v = s(lb.str, "") if lb.str else (str(lb.num) if lb.num or lb.num_unit else "")
+            pairs.append((s(lb.key, ""), v))
+        decoded[key] = tuple(sorted(pairs))
+    return list(map(decoded.__getitem__, spans))
