@@ -75,11 +75,17 @@ def main() -> None:
     size = sum(map(len, batches))
     print(f"input: {args.batches} batches x {args.samples} samples, depth ~{args.depth}, {size / 1e6:.1f} MB gzipped; "
           f"{args.fleet_batches} fleet batches (~300 stacks each)")
-    keys = ("parse", "table", "decode", "merge", "fleet_parse", "fleet_table", "fleet_decode")
+    keys = ("parse", "table", "decode", "merge", "merge_tables", "fleet_parse", "fleet_table", "fleet_decode")
     res: dict[str, list[float]] = {k: [] for k in keys}
     for _ in range(args.rounds):  # interleaved so a noisy neighbour hits every variant alike
         res["parse"].append(_timed(_parse, batches))
-        res["table"].append(_timed(pprof.decode_table, batches))
+        t0 = time.perf_counter()
+        tables = [pprof.decode_table(data) for data in batches]
+        res["table"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        merged_table = transforms.merge_tables(tables)
+        res["merge_tables"].append(time.perf_counter() - t0)
+        del tables
         t0 = time.perf_counter()
         profiles = [pprof.decode(data) for data in batches]
         res["decode"].append(time.perf_counter() - t0)
@@ -101,6 +107,9 @@ def main() -> None:
     print(f"transforms.merge:                {rate('merge')} -> {len(merged.samples)} samples")
     print(f"decode+merge:                    {total / (med['decode'] + med['merge']):12,.0f} samples/s median  "
           f"= {(med['decode'] + med['merge']) / med['parse']:.1f}x baseline time")
+    print(f"transforms.merge_tables:         {rate('merge_tables')} -> {len(merged_table.stacks)} samples")
+    both = med["table"] + med["merge_tables"]
+    print(f"decode_table+merge_tables:       {total / both:12,.0f} samples/s median  = {both / med['parse']:.1f}x baseline time")
     t0 = time.perf_counter()
     enc = pprof.encode(merged)
     enc_t = time.perf_counter() - t0

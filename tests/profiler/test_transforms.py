@@ -6,10 +6,12 @@ import re
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from profiler import transforms
 from profiler.errors import ProfileError
-from profiler.model import Frame, Profile, Sample, make_labels
+from profiler.model import Frame, FrameKind, Profile, ProfileTable, Sample, make_labels
 from profiler.types import new_cpu_profile, new_offcpu_profile
 
 A, B, C = Frame("main"), Frame("work"), Frame("idle")
@@ -68,3 +70,38 @@ def test_filters_and_focus() -> None:
     empty = new_cpu_profile(100)
     assert transforms.focus(empty, ["x"]).samples == [] and transforms.filter_by_frame(empty, "x").samples == []
     assert p.total() == 7  # inputs untouched
+
+
+def _same_merge(profiles: list[Profile]) -> None:
+    want = transforms.merge(profiles)
+    got = transforms.merge_tables([ProfileTable.from_profile(p) for p in profiles]).to_profile()
+    assert got.samples == want.samples  # same order: first-seen (stack, labels)
+    assert [tuple((f.kind, f.binary) for f in s.stack) for s in got.samples] == \
+        [tuple((f.kind, f.binary) for f in s.stack) for s in want.samples]
+    for key in ("sample_types", "period_type", "period", "time_nanos", "duration_nanos", "default_sample_type",
+                "counters", "comments"):
+        assert getattr(got, key) == getattr(want, key), key
+
+
+def test_merge_tables_matches_merge() -> None:
+    s = Sample((A, B), (1, 10_000_000))
+    _same_merge([cpu(100, 100, [s], {"x": 1}), cpu(100, 50, [s, Sample((A,), (2, 2))], {"x": 2, "y": 1})])
+    _same_merge([cpu(100, 1, [Sample((A,), (4, 40_000_000))]), cpu(50, 1, [Sample((A,), (1, 20_000_000))]),
+                 cpu(30, 0, [Sample((C, A), (3, 99), make_labels({"pid": "1"}))])])
+    _same_merge([new_offcpu_profile()])
+    with pytest.raises(ProfileError, match="different sample types"):
+        transforms.merge_tables([ProfileTable.from_profile(new_cpu_profile(100)),
+                                 ProfileTable.from_profile(new_offcpu_profile())])
+    assert transforms.merge_tables([]).stacks == []
+
+
+frames_st = st.sampled_from([A, B, C, Frame("main", "/bin/x"), Frame("main", "/bin/x", FrameKind.NATIVE)])
+samples_st = st.builds(lambda stack, v, pid: Sample(tuple(stack), (v, v * 3), make_labels({"pid": pid} if pid else {})),
+                       st.lists(frames_st, max_size=4), st.integers(0, 10**12), st.sampled_from(["", "1", "2"]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([19, 50, 97, 100]), st.integers(0, 10**6),
+                          st.lists(samples_st, max_size=6)), min_size=1, max_size=4))
+def test_merge_tables_matches_merge_random(parts) -> None:
+    _same_merge([cpu(hz, t, smps, {"c": len(smps)}) for hz, t, smps in parts])
