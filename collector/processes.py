@@ -34,6 +34,7 @@ class ProcessTracker:
         self._young: dict[int, float] = {}  # pid -> first seen, while its mappings may still change
         self._dead: set[int] = set()  # known pids marked dead (a reused pid number is a new process)
         self._dead_since_drain: set[int] = set()
+        self._missing: set[int] = set()  # pids asked for this drain that could not be captured
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.captures = 0
@@ -99,10 +100,14 @@ class ProcessTracker:
         with self._lock:
             info = self._infos.get(pid)
         if info is None:
+            if pid in self._missing:
+                return None  # gone before we saw it: asked once per drain, not once per stack
             now = self._clock()
             self._first_seen.setdefault(pid, now)
             info = self._capture(pid)
-            if info is not None and not info.kernel_thread:
+            if info is None:
+                self._missing.add(pid)
+            elif not info.kernel_thread:
                 self._young.setdefault(pid, now)
         return info
 
@@ -124,6 +129,7 @@ class ProcessTracker:
                 self._first_seen.pop(pid, None)
                 self._dead.discard(pid)
             self._dead_since_drain = set()
+            self._missing = set()
         return gone
 
     def __len__(self) -> int:

@@ -53,6 +53,7 @@ class Symbolizer:
         # snapshot and the image, so it is reused until the process is captured anew.
         self._frames: dict[int, tuple[ProcessInfo, dict[tuple[int, bool], tuple[Frame, tuple[str, ...]]]]] = {}
         self.frame_cache_hits = 0
+        self._negative: set[int] = set()  # pids with cached unknown frames
 
     # -- ELF images --------------------------------------------------------------------------
     def _candidates(self, pid: int, m: Mapping) -> list[str]:
@@ -111,6 +112,7 @@ class Symbolizer:
                 self._checked.discard(ident)
             self._perfmaps.pop(pid)
             self._frames.pop(pid, None)
+            self._negative.discard(pid)
 
     # -- frames ------------------------------------------------------------------------------
     def kernel_frames(self, addrs: Sequence[int], counters: Counters) -> list[Frame]:
@@ -141,7 +143,7 @@ class Symbolizer:
 
     def _user_frame(self, pid: int, info: ProcessInfo | None, addr: int, lookup: int,
                     counters: Counters) -> tuple[Frame, bool]:
-        """The frame, and whether it may be cached (a file-backed mapping of this snapshot)."""
+        """The frame, and whether it may be cached (it depends only on this mapping snapshot)."""
         m = info.find(lookup) if info else None
         if m is None and info is not None and info.alive and pid not in self._refreshed:
             self._refreshed.add(pid)  # one refresh per pid per drain: new dlopen/JIT regions
@@ -152,13 +154,16 @@ class Symbolizer:
             name = pm.resolve(lookup) if pm else None
             if name is not None:
                 return Frame(name, f"/tmp/perf-{pid}.map", FrameKind.JIT, address=addr), False
+            # Without a perf map the answer stands until the mappings change or a perf map
+            # appears (`user_frames` checks that once per drain and drops such entries).
+            negative = pm is None
             if m is not None:
                 _count(counters, "unsymbolized_frames", "unsymbolized_special")
                 return Frame(f"{m.path or '[anon]'}+0x{lookup - m.start:x}", m.path or "[anon]",
-                             FrameKind.UNKNOWN, address=addr), False
+                             FrameKind.UNKNOWN, address=addr), negative
             _count(counters, "unsymbolized_frames",
                    "unsymbolized_no_process" if info is None else "unsymbolized_no_mapping")
-            return Frame(UNKNOWN, "", FrameKind.UNKNOWN, address=addr), False
+            return Frame(UNKNOWN, "", FrameKind.UNKNOWN, address=addr), negative
         _key, syms = self._image_for(pid, m)
         file_off = lookup - m.start + m.offset
         vaddr = syms.to_vaddr(file_off) if syms else None
@@ -176,6 +181,8 @@ class Symbolizer:
         """Leaf-first user addresses of process `pid` -> leaf-first frames."""
         with self._lock:
             info = self.tracker.get(pid)
+            if pid in self._negative and pid not in self._perfmaps_checked:
+                self._drop_negatives_if_perfmap(pid, info)
             cached = self._frames.get(pid)
             if cached is None or cached[0] is not info:
                 cached = (info, {})  # type: ignore[assignment]
@@ -200,8 +207,20 @@ class Symbolizer:
                     if len(cache) >= MAX_FRAMES_PER_PID:
                         cache.clear()
                     cache[(a, i == 0)] = (frame, tuple(seen))
+                    if frame.kind is FrameKind.UNKNOWN:
+                        self._negative.add(pid)
                 out.append(frame)
             return out
+
+    def _drop_negatives_if_perfmap(self, pid: int, info: ProcessInfo | None) -> None:
+        """Once per drain: a process that now has a perf map loses its cached unknown frames."""
+        if self._perfmap(pid, info) is None:
+            return
+        self._negative.discard(pid)
+        cached = self._frames.get(pid)
+        if cached is not None:
+            for key in [k for k, v in cached[1].items() if v[0].kind is FrameKind.UNKNOWN]:
+                del cached[1][key]
 
     def end_drain(self) -> None:
         with self._lock:

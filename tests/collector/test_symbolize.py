@@ -122,10 +122,11 @@ def test_unreadable_binary_becomes_basename_offset(build, tmp_path) -> None:
     assert frame[0].function.startswith("gone+0x") and frame[0].binary == str(exe)
     assert frame[1].function == "[unknown]"
     assert counters["unsymbolized_frames"] == 2
-    # The second time, the native frame comes from the frame cache and still counts as unsymbolized.
+    # The second time both frames come from the frame cache (the process has no perf map that
+    # could name 0x10 later) and still count as unsymbolized.
     hits = sym.frame_cache_hits
     again = sym.user_frames(proc.pid, [addr, 0x10], counters)
-    assert again == frame and sym.frame_cache_hits == hits + 1
+    assert again == frame and sym.frame_cache_hits == hits + 2
     assert counters["unsymbolized_frames"] == 4 and counters["unsymbolized_unreadable_binary"] == 2
 
 
@@ -192,3 +193,25 @@ def test_fast_elf_headers_agree_with_pyelftools_and_bad_files_are_errors(build, 
         bad.write_bytes(body)
         with pytest.raises(ElfReadError):
             load_elf(str(bad))
+
+
+def test_unknown_frames_are_cached_until_a_perf_map_appears(tmp_path) -> None:
+    proc = subprocess.Popen(["sleep", "30"])
+    perf_map = Path(f"/tmp/perf-{proc.pid}.map")
+    try:
+        sym = _symbolizer(proc.pid)
+        counters: dict[str, int] = {}
+        assert sym.user_frames(proc.pid, [0x10050], counters)[0].function == "[unknown]"
+        hits = sym.frame_cache_hits
+        sym.end_drain()
+        assert sym.user_frames(proc.pid, [0x10050], counters)[0].function == "[unknown]"
+        assert sym.frame_cache_hits == hits + 1 and counters["unsymbolized_no_mapping"] == 2
+        perf_map.write_text("10000 100 jitted_later\n")  # a JIT starts writing its map
+        sym.end_drain()
+        frame = sym.user_frames(proc.pid, [0x10050], counters)[0]
+    finally:
+        proc.kill()
+        proc.wait()
+        perf_map.unlink(missing_ok=True)
+    assert frame.function == "jitted_later" and frame.kind is FrameKind.JIT
+    assert counters["unsymbolized_frames"] == 2
