@@ -29,6 +29,7 @@ from profiler.model import Frame, FrameKind, Labels, ProfileTable
 _FRAME_CACHE: dict[tuple, Frame] = {}  # frames recur across a fleet's batches; Frame is immutable
 _FRAME_CACHE_MAX = 1 << 17
 _MAX_VARINT = 10
+_MAX_STEPS = 64  # lockstep steps before the per-message reference decoder is cheaper
 _KINDS = {k.value: k for k in FrameKind}
 
 
@@ -107,7 +108,11 @@ def _walk(tok: _Tokens, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarra
     stop = tok.at_byte(ends)
     msgs, tags, vals = [], [], []
     live = np.flatnonzero(cur < stop)
+    steps = 0
     while live.size:
+        steps += 1
+        if steps > _MAX_STEPS:  # one step per field: a message with hundreds of fields (unpacked
+            raise _Unusual("too many fields in one message")  # ids) is cheaper per message
         c = cur[live]
         v = c + 1
         if (v >= stop[live]).any():

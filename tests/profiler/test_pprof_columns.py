@@ -174,3 +174,18 @@ def test_go_runtime_profile_agrees(go_bin: str, tmp_path: Path) -> None:
     raw = gzip.decompress(build_go_profile(go_bin, tmp_path).read_bytes())
     check_agrees(raw)
     assert pprof.decode_table(raw).stacks
+
+
+def test_many_fields_in_one_message_go_to_the_reference() -> None:
+    m = pb.Profile()
+    m.ParseFromString(pprof.encode(new_cpu_profile(99), compress=False))
+    m.string_table.extend(["f", "k", "v"])
+    n = len(m.string_table)
+    m.function.add(id=1, name=n - 3)
+    m.location.add(id=1).line.add(function_id=1)
+    smp = m.sample.add(location_id=[1], value=[1, 2])
+    for _ in range(200):
+        smp.label.add(key=n - 2, str=n - 1)
+    raw = m.SerializeToString()
+    assert fast(raw) is None
+    assert pprof.decode_table(raw).labels == [(("k", "v"),) * 200]
