@@ -334,7 +334,7 @@ def _read(msg: Any, header: Any) -> ProfileTable:
     rev = (loc_rows.size - np.concatenate(([0], np.cumsum(per_sample)))).tolist()
     if not nloc or (nlines == 1).all():
         flat = occ_frame[line_start[loc_rows]].tolist()
-        stacks = [tuple(flat[b:a]) for a, b in pairwise(rev)]
+        stacks = list(map(tuple, map(flat.__getitem__, map(slice, rev[1:], rev[:-1]))))
     else:
         occ_list = occ_frame.tolist()
         loc_tuples = [tuple(occ_list[a:a + k]) for a, k in zip(line_start.tolist(), nlines.tolist())]
@@ -369,11 +369,15 @@ def _frames(first_occ: np.ndarray, occ_fn: np.ndarray, occ_loc: np.ndarray, occ_
     files = list(map(strings.__getitem__, fcols[fn, 3].tolist()))
     lines = kcols[occ_line[first_occ], 1].tolist()
     addrs = lcols[loc, 2].tolist()
-    # keyed by the kind's value: an Enum member's hash is a Python-level call
-    none = ("", "", 0, 0, FrameKind.UNKNOWN.value)
-    plain = [(r[0], r[1], r[2], r[3], r[4].value) for r in map_rows]
-    maps = [plain[r] if r >= 0 else none for r in loc_map_row[loc].tolist()]
-    keys = [(n, m[0], m[4], a, m[1], f, ln) for n, m, a, f, ln in zip(names, maps, addrs, files, lines)]
+    # Keyed by the kind's value (an Enum member's hash is a Python-level call); the per-frame
+    # columns come from small per-mapping tables and `zip` builds the key tuples at C speed.
+    rows = loc_map_row[loc]  # -1 (no mapping) picks the trailing entry
+    binaries = [r[0] for r in map_rows] + [""]
+    build_ids = [r[1] for r in map_rows] + [""]
+    kinds = [r[4].value for r in map_rows] + [FrameKind.UNKNOWN.value]
+    pick = rows.tolist()
+    keys = list(zip(names, map(binaries.__getitem__, pick), map(kinds.__getitem__, pick), addrs,
+                    map(build_ids.__getitem__, pick), files, lines))
     out = list(map(_FRAME_CACHE.get, keys))
     if len(_FRAME_CACHE) > _FRAME_CACHE_MAX:
         _FRAME_CACHE.clear()
@@ -402,7 +406,7 @@ def _labels(smp: _Fields, buf: np.ndarray, nsmp: int, s: Any, nstr: int) -> list
     lo[owner[heads]] = tag_start[heads]
     hi[owner[heads]] = p1[tails]
     raw = buf.tobytes()
-    spans = [raw[a:b] for a, b in zip(lo.tolist(), hi.tolist())]
+    spans = list(map(raw.__getitem__, map(slice, lo.tolist(), hi.tolist())))
     decoded: dict[bytes, Labels] = {b"": ()}
     for key in set(spans):
         if key in decoded:
