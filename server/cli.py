@@ -91,6 +91,8 @@ def cmd_server(args: argparse.Namespace) -> int:
         extra["AUTH"] = False
     if args.workers:
         extra["WORKERS"] = args.workers
+    if args.threads:
+        extra["THREADS"] = args.threads
     if args.auto_upgrade:
         extra["AUTO_UPGRADE"] = True
     cfg = _config(args, extra)
@@ -109,7 +111,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     return serve({**overrides(args), **extra, "AUTO_UPGRADE": False}, cfg["BIND"], cfg["WORKERS"],
-                 getattr(args, "config", None))
+                 getattr(args, "config", None), threads=cfg["THREADS"])
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -156,6 +158,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bind", metavar="HOST:PORT", help="listen address (default 127.0.0.1:4040)")
     p.add_argument("--no-auth", action="store_true", help="no tokens needed (loopback binds only)")
     p.add_argument("--workers", type=positive_int, help="gunicorn worker processes (default 1)")
+    p.add_argument("--threads", type=positive_int, help="threads per worker (default 4)")
     p.add_argument("--auto-upgrade", action="store_true", help="run database migrations at start")
     p.set_defaults(func=cmd_server)
 

@@ -36,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
     "SESSION_TTL_S": 12 * 3600,
     "POOL_SIZE": 5,
     "WORKERS": 1,
+    "THREADS": 4,  # gunicorn gthread threads per worker (requests waiting on the database overlap)
     "WEB_DIR": "",  # empty: the repository's `web/` folder
     "LOG_LEVEL": "INFO",
 }

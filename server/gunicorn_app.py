@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 
-def serve(overrides: dict[str, Any], bind: str, workers: int, config_file: str | None = None) -> int:
+def serve(overrides: dict[str, Any], bind: str, workers: int, config_file: str | None = None,
+          threads: int = 4) -> int:
     """Serve `create_app(overrides)` with gunicorn's threaded workers; returns when stopped."""
     from gunicorn.app.base import BaseApplication
 
@@ -14,7 +15,7 @@ def serve(overrides: dict[str, Any], bind: str, workers: int, config_file: str |
             self.cfg.set("bind", [bind])
             self.cfg.set("workers", max(1, workers))
             self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", 8)
+            self.cfg.set("threads", max(1, threads))
             self.cfg.set("timeout", 120)
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("accesslog", None)

@@ -13,6 +13,7 @@ import hashlib
 import operator
 import struct
 from collections.abc import Iterable, Sequence
+from itertools import chain
 
 import numpy as np
 from sqlalchemy import Connection, select
@@ -22,7 +23,7 @@ from profiler.model import Frame, FrameKind
 from server.models import functions, stacks
 
 CHUNK = 500
-_CACHE_LIMIT = 2_000_000
+_CACHE_LIMIT = 1_000_000  # entries per cache; a stack key is 8 bytes per frame
 
 
 def function_hash(frame: Frame) -> bytes:
@@ -118,32 +119,39 @@ class Assignment:
     inserts the misses inside the caller's transaction and `Dictionary.committed` publishes them.
     """
 
-    __slots__ = ("fids", "keys", "new_functions", "new_stacks", "stack_ids")
+    __slots__ = ("fids", "keys", "new_functions", "new_stacks", "stack_ids", "stack_keys")
 
     def __init__(self, fids: list[int | None], keys: list[FrameKey]) -> None:
         self.fids = fids  # function id per table frame (None: not cached)
         self.keys = keys
+        self.stack_keys: list[bytes] = []  # per sample: its function ids root first, as '<i8' bytes
         self.stack_ids: list[int | None] = []
         self.new_functions: dict[FrameKey, tuple[int, bytes]] = {}
-        self.new_stacks: dict[tuple[int, ...], int] = {}
+        self.new_stacks: dict[bytes, int] = {}
 
     @property
     def complete(self) -> bool:
         return None not in self.fids and None not in self.stack_ids
 
 
+def _stack_tuple(key: bytes) -> tuple[int, ...]:
+    """Root-first function ids of a stack cache key."""
+    return struct.unpack(f"<{len(key) // 8}q", key)
+
+
 class Dictionary:
     """Per-process caches over the `functions` and `stacks` tables (shared by all requests).
 
-    Write side: function identity (function, binary, kind) -> id, and tuple of function ids (root
-    first) -> stack id. For a steady fleet nearly every stack hits, so a batch costs one key tuple
-    per frame and one id tuple per sample plus dict lookups; hashes are computed only on a miss.
+    Write side: function identity (function, binary, kind) -> id, and a stack's function ids
+    (root first, as '<i8' bytes: built for all samples at once with numpy, hashed at C speed) ->
+    stack id. For a steady fleet nearly every stack hits, so a batch costs one key per distinct
+    frame and one dict lookup per sample; content hashes are computed only on a miss.
     """
 
     def __init__(self) -> None:
         self.function_ids: dict[FrameKey, int] = {}
         self.function_hashes: dict[int, bytes] = {}  # id -> content hash, to hash new stacks
-        self.stack_ids: dict[tuple[int, ...], int] = {}
+        self.stack_ids: dict[bytes, int] = {}
         self.function_rows: dict[int, Frame] = {}
         self.stack_rows: dict[int, bytes] = {}  # uint32 function ids, root first
 
@@ -160,9 +168,12 @@ class Dictionary:
         return out
 
     def _stack_ids(self, a: Assignment, stacks_in: Sequence[tuple[int, ...]]) -> None:
-        get = a.fids.__getitem__
-        a.stack_ids = [tuple(map(get, st)) for st in stacks_in]  # type: ignore[misc]  # keys for now
-        a.stack_ids = list(map(self.stack_ids.get, a.stack_ids))  # type: ignore[arg-type]
+        depths = np.fromiter(map(len, stacks_in), np.int64, len(stacks_in))
+        flat = np.fromiter(chain.from_iterable(stacks_in), np.int64, int(depths.sum()))
+        buf = np.asarray(a.fids, dtype="<i8")[flat].tobytes() if a.fids else b""
+        offsets = (np.concatenate(([0], np.cumsum(depths))) * 8).tolist()
+        a.stack_keys = list(map(buf.__getitem__, map(slice, offsets[:-1], offsets[1:])))
+        a.stack_ids = list(map(self.stack_ids.get, a.stack_keys))
 
     def fill(self, conn: Connection, a: Assignment, stacks_in: Sequence[tuple[int, ...]]) -> None:
         """Insert the functions and stacks `a` misses (inside the caller's transaction)."""
@@ -176,7 +187,6 @@ class Dictionary:
             self._stack_ids(a, stacks_in)
         if None not in a.stack_ids:
             return
-        get = a.fids.__getitem__
         fresh = dict(a.new_functions.values())
         known = self.function_hashes
 
@@ -184,17 +194,15 @@ class Dictionary:
             h = fresh.get(fid)
             return h if h is not None else known[fid]
 
-        new: dict[tuple[int, ...], bytes] = {}
-        for st, sid in zip(stacks_in, a.stack_ids):
-            if sid is None:
-                key = tuple(map(get, st))
-                if key not in new:
-                    new[key] = stack_hash(map(hash_of, key))
+        new: dict[bytes, tuple[tuple[int, ...], bytes]] = {}
+        for key, sid in zip(a.stack_keys, a.stack_ids):
+            if sid is None and key not in new:
+                ids = _stack_tuple(key)
+                new[key] = (ids, stack_hash(map(hash_of, ids)))
         got = _insert_ids(conn, stacks, [
-            {"hash": h, "depth": len(key), "function_ids": pack_function_ids(key)} for key, h in new.items()])
-        a.new_stacks = {key: got[h] for key, h in new.items()}
-        a.stack_ids = [sid if sid is not None else a.new_stacks[tuple(map(get, st))]
-                       for st, sid in zip(stacks_in, a.stack_ids)]
+            {"hash": h, "depth": len(ids), "function_ids": pack_function_ids(ids)} for ids, h in new.values()])
+        a.new_stacks = {key: got[h] for key, (_ids, h) in new.items()}
+        a.stack_ids = [sid if sid is not None else a.new_stacks[key] for key, sid in zip(a.stack_keys, a.stack_ids)]
 
     def committed(self, a: Assignment) -> None:
         """Publish ids learned in a transaction that has now committed."""

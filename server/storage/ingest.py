@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
+import random
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -136,7 +136,9 @@ def store(storage: Storage, table: ProfileTable, labels: dict[str, str], key: st
     storage.partitions.ensure_day(ts)
 
     assignment = storage.dictionary.plan(table.frames, table.stacks)
-    batch_id = secrets.randbits(53)  # JSON-safe in browsers
+    # JSON-safe in browsers; unique within (series, second), not a secret: the process PRNG (reseeded
+    # after fork) spares a getrandom() syscall per request.
+    batch_id = random.getrandbits(53)
     counters = {k: int(v) for k, v in table.counters.items()} if table.counters else None
     meta = {"series_id": sid, "ts": ts, "id": batch_id, "total": total, "period": int(table.period),
             "duration_ns": int(table.duration_nanos), "counters": json.dumps(counters) if counters else None}
