@@ -126,7 +126,6 @@ def build_tree_ids(frames: Sequence[Frame], flat: np.ndarray, lengths: np.ndarra
     remap = np.empty(len(frames), dtype=np.int64)
     remap[np.asarray(order, dtype=np.int64)] = np.arange(1, len(frames) + 1)
     table = [ROOT_FRAME] + [frames[i] for i in order]
-    flat = remap[flat] if flat.size else flat
     nframes = len(table)
 
     max_depth = int(lengths.max())
@@ -135,9 +134,10 @@ def build_tree_ids(frames: Sequence[Frame], flat: np.ndarray, lengths: np.ndarra
         t.total[0] = t.self_[0] = int(values.sum())
         return t
     if lengths.size * max_depth <= 4 * flat.size + (1 << 20):
-        parent, frame, self_, total, depth = _build_sorted(flat, lengths, values, max_depth)
+        # remapped straight into the sort's big-endian u4 rows: no int64 copy of every frame
+        parent, frame, self_, total, depth = _build_sorted(remap.astype(">u4")[flat], lengths, values, max_depth)
     else:  # very uneven lengths (one deep stack among many short ones): padding would explode
-        parent, frame, self_, total = _build_unique(flat, lengths, values, nframes, max_depth)
+        parent, frame, self_, total = _build_unique(remap[flat], lengths, values, nframes, max_depth)
         depth = _depths(parent)
     return FlameTree(table, parent, frame, depth, total, self_, np.zeros(parent.size, dtype=np.int64))
 
@@ -155,8 +155,11 @@ def _build_sorted(flat: np.ndarray, lengths: np.ndarray, values: np.ndarray, max
     written once in place (at 8M nodes, allocation and copies cost more than the arithmetic).
     """
     n = lengths.size
-    rows = np.zeros((n, max_depth), dtype=">u4")  # 0 pads: frame id 0 is the root, never in a stack
-    rows[np.arange(max_depth)[None, :] < lengths[:, None]] = flat  # row-major order = stack order
+    if int(lengths.min()) == max_depth:  # equal depths: the frames already are the padded rows
+        rows = flat.astype(">u4", copy=False).reshape(n, max_depth)
+    else:
+        rows = np.zeros((n, max_depth), dtype=">u4")  # 0 pads: frame id 0 (the root) is never in a stack
+        rows[np.arange(max_depth)[None, :] < lengths[:, None]] = flat  # row-major order = stack order
     order = np.argsort(rows.view(np.dtype((np.void, 4 * max_depth))).ravel(), kind="stable")
     rows = rows[order]
     lengths, values = lengths[order], values[order]
