@@ -297,3 +297,20 @@ def test_many_deep_other_nodes_get_their_full_paths() -> None:
         assert o["hidden_nodes"] == 2 and o["hidden_total"] == 1
     spot = int(np.flatnonzero(small.frame == OTHER)[-1])
     assert doc["others"][-1]["path"] == other_prefix(small, spot)
+
+
+def test_equal_depth_stacks_match_reference() -> None:
+    rng = np.random.default_rng(3)
+    frames = [Frame(f"f{i}") for i in range(4)]
+    rows = rng.integers(0, 4, size=(40, 6))
+    rows[:20, :3] = rows[0, :3]  # shared prefixes, and some exact duplicates below
+    rows[30:] = rows[29]
+    values = rng.integers(1, 9, size=40)
+    tree = build_tree_ids(frames, rows.reshape(-1), np.full(40, 6), values)
+    ref = _reference_tree(frames, [(list(r), int(v)) for r, v in zip(rows.tolist(), values.tolist())])
+    for key in ("parent", "frame", "depth", "total", "self_"):
+        assert getattr(tree, key).tolist() == ref[key], key
+    small = trim(tree, 15)
+    ref_small = _reference_trim(ref, 15)
+    for key in ("parent", "frame", "depth", "total", "self_", "hidden"):
+        assert getattr(small, key).tolist() == ref_small[key], key
