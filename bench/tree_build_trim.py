@@ -106,7 +106,7 @@ def main() -> int:
     print(f"to_json + dumps           {fmt(jsons)}  ({len(doc):,} bytes)")
     print(f"build+trim                {fmt(totals)}  target < 2 s: "
           f"{'MET' if statistics.median(totals) < 2 else 'NOT MET'} (median)")
-    print(f"build+trim CPU time       {fmt(cpus)}  (wall minus waiting for a shared core)")
+    print(f"build+trim CPU time       {fmt(cpus)}  (process CPU time: excludes waiting for a shared core)")
     print(f"build_tree from Frame tuples (incl. per-frame interning), {subset} stacks x{scale:.0f}: "
           f"{fmt(frame_builds)} extrapolated")
     print(f"baseline: naive Python dict trie, {subset} stacks x{scale:.0f}: {fmt(naives)} extrapolated")
