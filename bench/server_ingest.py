@@ -1,13 +1,16 @@
 """Sustained ingest over HTTP into gunicorn + PostgreSQL, and retention dropping a day meanwhile.
 
-Starts `hotpath server --workers N` on a fresh PostgreSQL database, pre-encodes fleet batches
-(~300 unique stacks each, gzipped pprof, as collectors send them), warms the server up with one
-pass, then keeps `--clients` connections posting for `--seconds`. Prints batches/s and latency
-percentiles, next to the same clients hitting `/healthz` (the HTTP floor) as the same-run baseline.
-In the middle of the run a 35-day-old partition is dropped by retention; latencies
-while it runs are reported separately.
+Starts `hotpath server --workers N --threads T` on a fresh PostgreSQL database, pre-encodes fleet
+batches (~300 unique stacks each, gzipped pprof, as collectors send them), warms the server up
+with `--warmup-rounds` passes over them (every worker must have cached a steady fleet's stacks),
+then `--clients` client processes (one keep-alive connection each, pre-built requests) post for
+`--seconds`. Prints batches/s and latency percentiles; CPU per request of the server (gunicorn
+master + workers), of this database's PostgreSQL backends and of the clients themselves; and,
+as the same-run baseline, the same clients hitting `/healthz` (rate, server CPU per request).
+In the middle of the run a 35-day-old partition is dropped by retention; latencies while it runs
+are reported separately.
 
-  python bench/server_ingest.py --workers 3 --clients 8 --seconds 30
+  python bench/server_ingest.py --workers 2 --threads 2 --clients 6 --seconds 30
 """
 
 from __future__ import annotations
@@ -165,11 +168,12 @@ def summary(name: str, rows: list[tuple[float, float, int]], seconds: float) -> 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker")
+    ap.add_argument("--threads", type=int, default=2, help="gunicorn threads per worker")
     ap.add_argument("--clients", type=int, default=6, help="client processes, one keep-alive connection each")
     ap.add_argument("--seconds", type=float, default=30)
-    ap.add_argument("--warmup", type=float, default=90, help="at most this many seconds of warm-up")
-    ap.add_argument("--warmup-rounds", type=int, default=3, help="warm-up passes over the payloads")
+    ap.add_argument("--warmup", type=float, default=150, help="at most this many seconds of warm-up")
+    ap.add_argument("--warmup-rounds", type=int, default=6,
+                    help="warm-up passes over the payloads (each worker must have cached their stacks)")
     ap.add_argument("--hosts", type=int, default=2000, help="simulated hosts (distinct series)")
     ap.add_argument("--payloads", type=int, default=600, help="distinct pre-encoded batches to cycle through")
     ap.add_argument("--port", type=int, default=4817)
@@ -190,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     work: list[tuple[str, bytes]] = []
     for i in range(args.payloads):
         host = (i * 7919) % args.hosts
-        # Stamped a minute ahead, so batches are still current (not late) while measured.
-        body = encode(fleet.batch(host, time.time() + 60))
+        # Stamped ahead by the warm-up's length, so batches are still current (not late) when measured.
+        body = encode(fleet.batch(host, time.time() + args.warmup))
         work.append(("/api/v1/ingest?" + urllib.parse.urlencode(fleet.series_labels(host)), body))
     sizes = [len(b) for _, b in work]
     server = start_server(url, args.port, args.workers, args.threads)
