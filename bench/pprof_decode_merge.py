@@ -75,7 +75,8 @@ def main() -> None:
     size = sum(map(len, batches))
     print(f"input: {args.batches} batches x {args.samples} samples, depth ~{args.depth}, {size / 1e6:.1f} MB gzipped; "
           f"{args.fleet_batches} fleet batches (~300 stacks each)")
-    keys = ("parse", "table", "decode", "merge", "merge_tables", "fleet_parse", "fleet_table", "fleet_decode")
+    keys = ("parse", "table", "decode", "merge", "merge_tables", "fleet_parse", "fleet_table", "fleet_decode",
+            "fleet_reference")
     res: dict[str, list[float]] = {k: [] for k in keys}
     for _ in range(args.rounds):  # interleaved so a noisy neighbour hits every variant alike
         res["parse"].append(_timed(_parse, batches))
@@ -95,6 +96,8 @@ def main() -> None:
         res["fleet_parse"].append(_timed(_parse, fleet) / len(fleet))
         res["fleet_table"].append(_timed(pprof.decode_table, fleet) / len(fleet))
         res["fleet_decode"].append(_timed(pprof.decode, fleet) / len(fleet))
+        # the per-message reference decoder (full schema) that unusual input still takes
+        res["fleet_reference"].append(_timed(lambda d: pprof._reference(pprof._gunzip(d)), fleet) / len(fleet))
     best = {k: min(v) for k, v in res.items()}
     med = {k: statistics.median(v) for k, v in res.items()}
 
@@ -117,7 +120,7 @@ def main() -> None:
           f"{len(enc) / 1e6:.1f} MB)")
     print("fleet batch (ms per batch, best / median; target decode_table <= 2 ms):")
     for k, label in (("fleet_parse", "gunzip+ParseFromString"), ("fleet_table", "decode_table"),
-                     ("fleet_decode", "decode")):
+                     ("fleet_decode", "decode"), ("fleet_reference", "reference decoder")):
         print(f"  {label:24s} {best[k] * 1e3:7.3f} / {med[k] * 1e3:7.3f} ms  "
               f"= {med[k] / med['fleet_parse']:.1f}x baseline")
 
