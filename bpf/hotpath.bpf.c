@@ -257,7 +257,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
                 u64 delta = in_ts - t->out_ts;
                 hp_offcpu_end(prev, in_ts, t->p, gen);
                 u64 decayed = t->recent - (t->recent >> HP_OFFCPU_DECAY_SHIFT);
-                t->recent = delta > decayed ? delta : decayed;
+                t->recent = (delta > decayed && !t->preempted) ? delta : decayed;
                 t->p = hp_offcpu_p(t->recent);
             } else {
                 hp_stat(HP_STAT_LOST_SPANS);
@@ -320,6 +320,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
         return 0;
     }
     t->out_ts = now;
+    t->preempted = (args->prev_state & HP_PREV_STATE_BLOCKED) == 0;
     hp_pending_add(prev, 1);
     return 0;
 }

@@ -58,7 +58,13 @@
  * length is known). A thread that blocked long lately, or was never seen, has p = 1, so its spans
  * are exact. HP_OFFCPU_MIN_P=65536 samples every span (the old behaviour).
  * HP_OFFCPU_DECAY_SHIFT: each sampled span lets the maximum decay by 1/2^shift (3: ~22 short
- * spans bring a 20 ms maximum under 1 ms). */
+ * spans bring a 20 ms maximum under 1 ms). Only spans the thread blocked for can raise it: a
+ * runqueue wait after preemption says how busy the CPU is, not how the thread blocks, and on a
+ * loaded host those kept ping-pong threads at p = 1 (they are still sampled, at p, and weighted).
+ * Known cost of the per-span decay: a thread with ~50 short blocks between long ones meets each
+ * long one at p near the floor, so its own off-CPU total is noisy (unbiased; about +-40% per 2 s
+ * for one such thread); a wall-time half-life fixed that but let runqueue waits on a busy host
+ * keep every thread at p = 1 (sched pipe in-program 221 -> 1938 ns per switch). */
 #ifndef HP_OFFCPU_MIN_P
 #define HP_OFFCPU_MIN_P 1024    /* 1/64 */
 #endif
@@ -80,12 +86,14 @@ struct hp_thread {
     __u64 recent;   /* decaying maximum of recent sampled span lengths, ns */
     __u32 p;        /* sampling probability (of HP_P_ONE) of its switch-outs, fixed until the
                      * next sampled span closes, so it is also that span's weight 1/p */
-    __u32 pad;
+    __u32 preempted; /* the open span began with a preemption (runnable, not blocked) */
 };
 
 /* sched_switch's reported prev_state bits of a task switching out for the last time (tracefs
  * format: 0x10 "X" EXIT_DEAD, 0x20 "Z" EXIT_ZOMBIE; stable tracepoint ABI, not a struct layout). */
 #define HP_PREV_STATE_EXITING 0x30
+/* Reported prev_state of a preempted task: "R" (0) or "R+" (TASK_REPORT_MAX, above these bits). */
+#define HP_PREV_STATE_BLOCKED 0xff
 
 /* Per-CPU cache of threads' sampling probabilities, by tid (a power of two). */
 #ifndef HP_PCACHE_SLOTS
