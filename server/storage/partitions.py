@@ -12,6 +12,7 @@ import logging
 import threading
 
 from sqlalchemy import Engine, delete, text
+from sqlalchemy.exc import DBAPIError
 
 from server import db
 from server.models import batches, ingest_keys, rollup_buckets, rollups
@@ -19,6 +20,7 @@ from server.models import batches, ingest_keys, rollup_buckets, rollups
 log = logging.getLogger("hotpath.retention")
 DAY = 86400
 PARTITIONED = ("batches", "rollups")
+_ALREADY_EXISTS = ("42P07", "23505")  # duplicate_table; unique_violation in the catalog
 
 
 def day_name(table: str, day_start: int) -> str:
@@ -67,10 +69,16 @@ class Partitions:
                 return
             with db.autocommit(self.engine) as conn:
                 for table in PARTITIONED:
-                    conn.execute(text(
-                        f"CREATE TABLE IF NOT EXISTS {day_name(table, day)} PARTITION OF {table} "
-                        f"FOR VALUES FROM ({day}) TO ({day + DAY})"
-                    ))
+                    try:
+                        conn.execute(text(
+                            f"CREATE TABLE IF NOT EXISTS {day_name(table, day)} PARTITION OF {table} "
+                            f"FOR VALUES FROM ({day}) TO ({day + DAY})"
+                        ))
+                    except DBAPIError as exc:
+                        # IF NOT EXISTS is not safe against a concurrent create: another worker's
+                        # first batch of the day can win between the check and the insert.
+                        if getattr(exc.orig, "sqlstate", None) not in _ALREADY_EXISTS:
+                            raise
             self._known = self._known | {day}
 
     def ensure_ahead(self, now: int, days_ahead: int) -> None:

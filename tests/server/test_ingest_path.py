@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -12,6 +13,7 @@ from profiler.selector import parse_selector
 from server import db
 from server.storage import Storage
 from server.storage import ingest as ingest_mod
+from server.storage.partitions import Partitions
 from tests.server.conftest import drop_pg_database, fresh_pg_database
 from tests.server.helpers import cpu_profile
 
@@ -123,4 +125,38 @@ def test_idle_connection_is_pinged_and_replaced(monkeypatch: pytest.MonkeyPatch)
             assert conn.execute(text("SELECT pg_backend_pid()")).scalar() != pid
     finally:
         engine.dispose()
+        drop_pg_database(url)
+
+
+def test_workers_creating_the_same_day_partition_at_once() -> None:
+    """Every worker's first batch of a new day creates its partition; racing creates must not fail."""
+    url = fresh_pg_database()
+    try:
+        db.upgrade(url)
+        engine = db.make_engine(url, pool_size=8)
+        day = int(time.time()) + 5 * 86400
+        for attempt in range(5):  # the race is timing-dependent: several rounds, several days
+            target = day + attempt * 86400
+            workers = [Partitions(engine) for _ in range(8)]
+            for p in workers:
+                p._known = p.existing_days()  # as a running worker would have loaded them
+            barrier = threading.Barrier(len(workers))
+            errors: list[BaseException] = []
+
+            def create(p: Partitions, at: int, barrier: threading.Barrier, errors: list[BaseException]) -> None:
+                barrier.wait()
+                try:
+                    p.ensure_day(at)
+                except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=create, args=(p, target, barrier, errors)) for p in workers]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert errors == []
+            assert target - target % 86400 in Partitions(engine).existing_days()
+        engine.dispose()
+    finally:
         drop_pg_database(url)
