@@ -27,7 +27,7 @@ from profiler.errors import PprofError
 from profiler.model import Frame, FrameKind, Labels, ProfileTable
 
 _FRAME_CACHE: dict[tuple, Frame] = {}  # frames recur across a fleet's batches; Frame is immutable
-_FRAME_CACHE_MAX = 1 << 17
+_FRAME_CACHE_MAX = 1 << 16  # ~20 MB per process at most; cleared whole when full
 _MAX_VARINT = 10
 _MAX_STEPS = 64  # lockstep steps before the per-message reference decoder is cheaper
 _KINDS = {k.value: k for k in FrameKind}
