@@ -2,8 +2,9 @@
 
 A background poll (every ~500 ms) lists /proc, fully captures only pids it has not seen, re-reads
 just the mappings of young ones (their shared libraries load after exec), and keeps dead processes'
-snapshots until the next drain used them. Listing /proc is cheap; reading every process's maps at
-each poll was not, so a quiet host costs one directory listing per poll.
+snapshots until the next drain used them. Reading every process's maps at each poll was the
+agent's biggest steady cost; now a quiet host costs one small read per poll (the kernel's last pid,
+from /proc/loadavg: unchanged means no new task) and a full /proc listing every few seconds.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from collector.symbolize.procmaps import PROC, ProcessInfo, capture, recapture_maps
+
+# Longest time between full /proc listings while no new task appears (exits are noticed then).
+FULL_SCAN_S = 5.0
 
 
 class ProcessTracker:
@@ -35,6 +39,8 @@ class ProcessTracker:
         self._dead: set[int] = set()  # known pids marked dead (a reused pid number is a new process)
         self._dead_since_drain: set[int] = set()
         self._missing: set[int] = set()  # pids asked for this drain that could not be captured
+        self._listed_at_pid: int | None = None
+        self._listed_at = float("-inf")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.captures = 0
@@ -66,9 +72,25 @@ class ProcessTracker:
         pids = {int(n) for n in names if n.isdigit()}
         return pids & self.only if self.only is not None else pids
 
+    def _last_pid(self) -> int | None:
+        """The pid most recently handed out (5th field of /proc/loadavg), None if unreadable."""
+        try:
+            with open(f"{self.proc}/loadavg", "rb") as fh:
+                return int(fh.read().split()[4])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def poll(self) -> None:
-        """One scan: capture new pids, refresh young ones' mappings, mark vanished ones dead."""
+        """One scan: capture new pids, refresh young ones' mappings, mark vanished ones dead.
+
+        When no task was created since the last listing (the kernel's last pid is unchanged) and
+        the last full listing is recent, /proc is not listed: a quiet host costs one small read."""
         now = self._clock()
+        last_pid = self._last_pid()
+        if last_pid is not None and last_pid == self._listed_at_pid and now - self._listed_at < FULL_SCAN_S:
+            self._refresh_young(now, None, set())
+            return
+        self._listed_at_pid, self._listed_at = last_pid, now  # read before listing: nothing slips by
         live = self._live_pids()
         with self._lock:
             known = set(self._infos)
@@ -79,14 +101,7 @@ class ProcessTracker:
             info = self._capture(pid)
             if info is not None and not info.kernel_thread:
                 self._young[pid] = now
-        for pid, first in list(self._young.items()):
-            if pid not in live or now - first >= self.young_s:
-                del self._young[pid]
-            elif pid not in new:
-                with self._lock:
-                    previous = self._infos.get(pid)
-                if previous is not None:
-                    self._capture(pid, previous)
+        self._refresh_young(now, live, new)
         with self._lock:
             for pid in known - live:
                 info = self._infos.get(pid)
@@ -94,6 +109,17 @@ class ProcessTracker:
                     info.alive = False
                     self._dead.add(pid)
                     self._dead_since_drain.add(pid)
+
+    def _refresh_young(self, now: float, live: set[int] | None, new: set[int]) -> None:
+        """Re-read young processes' mappings (shared libraries load after exec)."""
+        for pid, first in list(self._young.items()):
+            if (live is not None and pid not in live) or now - first >= self.young_s:
+                del self._young[pid]
+            elif pid not in new:
+                with self._lock:
+                    previous = self._infos.get(pid)
+                if previous is not None and self._capture(pid, previous) is None:
+                    del self._young[pid]  # gone; the next full listing marks it dead
 
     def get(self, pid: int) -> ProcessInfo | None:
         """The snapshot for pid, capturing it now if never seen (None: gone before we saw it)."""

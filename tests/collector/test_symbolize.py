@@ -215,3 +215,38 @@ def test_unknown_frames_are_cached_until_a_perf_map_appears(tmp_path) -> None:
         perf_map.unlink(missing_ok=True)
     assert frame.function == "jitted_later" and frame.kind is FrameKind.JIT
     assert counters["unsymbolized_frames"] == 2
+
+
+def test_poll_lists_proc_only_when_a_task_was_created(tmp_path) -> None:
+    from collector.processes import FULL_SCAN_S
+
+    proc = tmp_path / "proc"
+
+    def spawn(pid: int) -> None:
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "maps").write_text("555555554000-555555556000 r-xp 00001000 08:01 99 /opt/app\n")
+        (proc / str(pid) / "comm").write_text(f"p{pid}\n")
+
+    now = [0.0]
+    tracker = ProcessTracker(proc=proc, clock=lambda: now[0])
+    spawn(100)
+    (proc / "loadavg").write_text("0.00 0.01 0.05 1/90 100\n")
+    tracker.poll()
+    assert tracker.get(100) is not None and len(tracker) == 1
+    spawn(101)  # the kernel's last pid did not move (not a real kernel: proves the poll skipped)
+    now[0] = 0.5
+    tracker.poll()
+    assert len(tracker) == 1
+    (proc / "loadavg").write_text("0.00 0.01 0.05 1/91 101\n")
+    now[0] = 1.0
+    tracker.poll()
+    assert len(tracker) == 2
+    for f in (proc / "100").iterdir():  # an exit creates no task: seen at the next full listing
+        f.unlink()
+    (proc / "100").rmdir()
+    now[0] = 1.5
+    tracker.poll()
+    assert tracker.get(100).alive
+    now[0] = 1.0 + FULL_SCAN_S
+    tracker.poll()
+    assert not tracker.get(100).alive and tracker.get(101).alive
