@@ -5,9 +5,10 @@
    and 999 Hz. Runs are interleaved (round robin) so drift hits every condition alike.
 2. `perf bench sched pipe` (the context-switch worst case) with nothing vs the collector (off-CPU on).
 3. The collector's own cost at 19 Hz, 10 s interval, off-CPU on, a local HTTP sink:
-   - CPU-seconds per interval (from /proc/PID/stat at each status line; load-independent, unlike
-     CPU% on a busy host) and CPU% of one core, next to `perf record -a -g -F 19` run over the
-     same window (the same sampling done by perf: the reference a profiler is judged against);
+   - CPU-seconds per interval (from /proc/PID/stat at each status line: less sensitive to CPU
+     contention than CPU%, but it grows with what the host runs: new processes, new stacks) and
+     CPU% of one core, next to `perf record -a -g -F 19` over the same window (the same sampling
+     done by perf: the reference a profiler is judged against);
    - RSS (VmRSS) and PSS (/proc/PID/smaps_rollup), next to a reference process that loads the
      same BPF programs with BCC in-process (what the agent did before the loader subprocess);
    - seconds from start to the first shipped batch, next to when the BPF programs were ready.
