@@ -60,7 +60,7 @@ def test_batch_labels_placeholders_and_counters(tmp_path) -> None:
         count(3, tgid=2, tid=2, comm="kthreadd", user=(), user_error=-errno.EFAULT,
               kernel=(0xffffffff81000250,), kernel_error=0),            # kernel thread: not missed
     ], offcpu=[count(7_000_000, kernel=(), kernel_error=-errno.ENOMEM)],
-        stats={"idle_samples": 11, "map_full_drops": 1})
+        stats={"idle_samples": 11, "map_full_drops": 1, "lost_offcpu_spans": 4, "sampled_out_spans": 9})
     batch = build_batch(drain, sym, 19, offcpu=True)
     cpu = batch.cpu
     assert batch.samples == 11 and cpu.total(0) == 11
@@ -82,6 +82,7 @@ def test_batch_labels_placeholders_and_counters(tmp_path) -> None:
     off = batch.offcpu
     assert off is not None and off.total(0) == 7_000_000
     assert off.counters["missed_kernel_stacks"] == 1
+    assert off.counters["lost_offcpu_spans"] == 4 and off.counters["sampled_out_spans"] == 9
     assert off.samples[0].stack[-1].function == "[missed kernel stack]"
 
 
