@@ -5,8 +5,9 @@
    and 999 Hz. Runs are interleaved (round robin) so drift hits every condition alike.
 2. `perf bench sched pipe` (the context-switch worst case) with nothing vs the collector (off-CPU on).
 3. The collector's own cost at 19 Hz, 10 s interval, off-CPU on, a local HTTP sink:
-   - CPU-seconds per interval (from /proc/PID/stat at each status line: less sensitive to CPU
-     contention than CPU%, but it grows with what the host runs: new processes, new stacks) and
+   - CPU-seconds per interval after warm-up (from /proc/PID/stat at each status line: less
+     sensitive to CPU contention than CPU%, but it grows with what the host runs: new processes,
+     new stacks) and
      CPU% of one core, next to `perf record -a -g -F 19` over the same window (the same sampling
      done by perf: the reference a profiler is judged against);
    - RSS (VmRSS) and PSS (/proc/PID/smaps_rollup), next to a reference process that loads the
@@ -130,6 +131,7 @@ def steady_state(url: str, token: Path, seconds: float) -> None:
     agent = Collector(url, token, 19, "10s")
     first = agent.wait_for(r"shipped=[1-9]")
     loaded = agent.wait_for(r"loaded in")
+    agent.wait_for(r"interval 2 ")  # warm-up: the first full interval loads every binary's symbols
     ref = subprocess.Popen([sys.executable, "-c", IN_PROCESS_BCC], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert ref.stdout is not None and ref.stdout.readline().strip() == "ready"
     perf = subprocess.Popen(["perf", "record", "-q", "-a", "-g", "-F", "19", "-o",
