@@ -9,10 +9,13 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import platform
 import struct
 from collections.abc import Iterator
 
-SYS_BPF = 321  # x86_64
+# bpf(2)'s syscall number per architecture (asm-generic for the newer ones).
+SYS_BPF = {"x86_64": 321, "aarch64": 280, "arm64": 280, "riscv64": 280, "ppc64le": 361,
+           "s390x": 351}.get(platform.machine(), 321)
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
