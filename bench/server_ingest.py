@@ -10,7 +10,7 @@ as the same-run baseline, the same clients hitting `/healthz` (rate, server CPU 
 In the middle of the run a 35-day-old partition is dropped by retention; latencies while it runs
 are reported separately.
 
-  python bench/server_ingest.py --workers 2 --threads 2 --clients 6 --seconds 30
+  python bench/server_ingest.py --workers 2 --threads 1 --clients 4 --seconds 30
 """
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ def serve(overrides: dict[str, Any], bind: str, workers: int, config_file: str |
         def load_config(self) -> None:
             self.cfg.set("bind", [bind])
             self.cfg.set("workers", max(1, workers))
-            self.cfg.set("worker_class", "gthread")
+            # One thread: the sync worker, which accepts only when idle, so connections spread
+            # over workers; gthread keeps keep-alive connections on the worker that accepted them.
+            self.cfg.set("worker_class", "gthread" if threads > 1 else "sync")
             self.cfg.set("threads", max(1, threads))
             self.cfg.set("timeout", 120)
             self.cfg.set("graceful_timeout", 10)
