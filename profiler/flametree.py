@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from profiler.arrays import ranges
 from profiler.model import Frame, FrameKind
 
 ROOT_FRAME = Frame("total", "", FrameKind.UNKNOWN)
@@ -318,21 +319,8 @@ def _children_of(parent: np.ndarray, nodes: np.ndarray) -> np.ndarray:
     """All children of `nodes` (sorted ids), ascending. Layout: `parent[1:]` is non-decreasing."""
     lo = np.searchsorted(parent, nodes, side="left")
     hi = np.searchsorted(parent, nodes, side="right")
-    return _ranges(lo, hi)
+    return ranges(lo, hi)
 
-
-def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Concatenation of `arange(lo[i], hi[i])` for all i, vectorized."""
-    counts = hi - lo
-    keep = counts > 0
-    lo, counts = lo[keep], counts[keep]
-    if lo.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    step = np.ones(int(counts.sum()), dtype=np.int64)
-    heads = np.cumsum(counts)[:-1]
-    step[0] = lo[0]
-    step[heads] = lo[1:] - (lo[:-1] + counts[:-1] - 1)
-    return np.cumsum(step)
 
 
 def trim_arrays(parent: np.ndarray, frame: np.ndarray, depth: np.ndarray, hidden: np.ndarray,

@@ -23,6 +23,7 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from profiler import profile_pb2 as pb
+from profiler.arrays import ranges
 from profiler.errors import PprofError
 from profiler.model import Frame, FrameKind, Labels, ProfileTable
 
@@ -193,20 +194,8 @@ class _Fields:
         per_msg = np.bincount(self.msg[sel], weights=hi - lo, minlength=self.count).astype(np.int64)
         if packed.size == 0:  # unpacked only: the value tokens themselves
             return self.tok.value[v], per_msg
-        return self.tok.value[_ranges(lo, hi)], per_msg
+        return self.tok.value[ranges(lo, hi)], per_msg
 
-
-def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    counts = hi - lo
-    keep = counts > 0
-    lo, counts = lo[keep], counts[keep]
-    if lo.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    step = np.ones(int(counts.sum()), dtype=np.int64)
-    heads = np.cumsum(counts)[:-1]
-    step[0] = lo[0]
-    step[heads] = lo[1:] - (lo[:-1] + counts[:-1] - 1)
-    return np.cumsum(step)
 
 
 class _Index:
