@@ -31,6 +31,7 @@ from server_common import drop_database, fresh_database
 from server_load import load_parallel, relation_bytes
 
 from profiler.selector import parse_selector
+from server.gunicorn_app import keep_freed_memory
 from server import db, render
 from server.storage import Storage
 from server.storage import query as squery
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = FleetConfig(hosts=args.hosts, services=args.services)
     now = int(time.time())
     hour = now - now % 3600 - 2 * 3600  # a whole past hour, so it can be rolled up
+    keep_freed_memory()  # as every server worker does
     url = args.db or fresh_database("hp_bench_query")
     try:
         if not args.db:
