@@ -12,7 +12,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from server import db, logs
+from server import db, heap, logs
 from server.api.common import ApiError, State
 from server.auth import Authenticator
 from server.config import database_url, load_config
@@ -49,6 +49,7 @@ def _register(app: Flask) -> None:
 
     for module in (health, ingest, labels, query, session, ui):
         app.register_blueprint(module.bp)
+    gc_policy = heap.GcPolicy()
 
     @app.before_request
     def _request_id() -> None:
@@ -70,6 +71,8 @@ def _register(app: Flask) -> None:
         st.metrics.requests.labels(endpoint, str(resp.status_code)).inc()
         log.info("request", extra={"method": request.method, "path": request.path, "status": resp.status_code,
                                    "ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2)})
+        if gc_policy.is_due():
+            resp.call_on_close(gc_policy.run)  # after the response is sent: no request waits for it
         return resp
 
     @app.errorhandler(ApiError)
