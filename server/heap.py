@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 KEEP_FREED_HEAP_BYTES = 1 << 30
-FREEZE_EVERY_S = 30.0
-THAW_EVERY = 20  # freezes; with FREEZE_EVERY_S, cyclic garbage among frozen objects lives <= 10 min
+FREEZE_EVERY_S = 10.0
+THAW_EVERY = 60  # freezes; with FREEZE_EVERY_S, cyclic garbage among frozen objects lives <= 10 min
 
 
 def keep_freed_memory() -> None:
@@ -32,7 +32,7 @@ def keep_freed_memory() -> None:
 
 
 class GcPolicy:
-    """Every `every_s`, after a full collection, freeze the survivors (gc.freeze).
+    """Every `every_s` (10 s), after a full collection, freeze the survivors (gc.freeze).
 
     A warm worker holds 10^5-10^6 long-lived objects (dictionary and frame caches, pools); each
     gen-2 collection walked them all, ~30% of an ingest request's CPU (11.3 -> 7.4-8.2 ms per
