@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from profiler.arrays import ranges
-from profiler.model import Frame, FrameKind
+from profiler.model import Frame, FrameInterner, FrameKind
 
 ROOT_FRAME = Frame("total", "", FrameKind.UNKNOWN)
 OTHER = -1  # frame id of a collapsed "other" node
@@ -77,9 +77,7 @@ def _frame_sort_key(frame: Frame) -> tuple[str, str, str]:
 
 def build_tree(stacks: Iterable[tuple[Sequence[Frame], int]]) -> FlameTree:
     """Merge (root-first stack, value) pairs into a tree; negative values raise ValueError."""
-    table: dict[Frame, int] = {}
-    by_obj: dict[int, tuple[int, Frame]] = {}
-    frames: list[Frame] = []
+    interner = FrameInterner()
     flat: list[int] = []
     lengths: list[int] = []
     values: list[int] = []
@@ -89,22 +87,10 @@ def build_tree(stacks: Iterable[tuple[Sequence[Frame], int]]) -> FlameTree:
             raise ValueError(f"negative sample value {v}")
         if v == 0:
             continue  # contributes nothing to any total; keeping it would make zero-width nodes
-        for f in stack:
-            # Frame's hash goes through FrameKind (a Python-level Enum hash): look the same object
-            # up by identity first. Holding `f` in the value keeps its id from being reused.
-            hit = by_obj.get(id(f))
-            if hit is None:
-                fid = table.get(f)
-                if fid is None:
-                    fid = table[f] = len(frames)
-                    frames.append(f)
-                by_obj[id(f)] = (fid, f)
-            else:
-                fid = hit[0]
-            flat.append(fid)
+        flat.extend(interner.ids(stack))
         lengths.append(len(stack))
         values.append(v)
-    return build_tree_ids(frames, np.asarray(flat, dtype=np.int64), np.asarray(lengths, dtype=np.int64),
+    return build_tree_ids(interner.frames, np.asarray(flat, dtype=np.int64), np.asarray(lengths, dtype=np.int64),
                           np.asarray(values, dtype=np.int64))
 
 

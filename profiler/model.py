@@ -109,6 +109,34 @@ class Profile:
         return sum(s.values[index] for s in self.samples)
 
 
+class FrameInterner:
+    """Dense ids for frames, unique by Frame identity, in first-seen order.
+
+    Frame's hash goes through FrameKind (a Python-level Enum hash), so the same object is looked
+    up by identity first; holding the frame in that entry keeps its id from being reused."""
+
+    def __init__(self) -> None:
+        self.frames: list[Frame] = []
+        self._index: dict[Frame, int] = {}
+        self._by_obj: dict[int, tuple[int, Frame]] = {}
+
+    def ids(self, stack: Iterable[Frame]) -> list[int]:
+        out = []
+        by_obj, index, frames = self._by_obj, self._index, self.frames
+        for f in stack:
+            hit = by_obj.get(id(f))
+            if hit is None:
+                fid = index.get(f)
+                if fid is None:
+                    fid = index[f] = len(frames)
+                    frames.append(f)
+                by_obj[id(f)] = (fid, f)
+            else:
+                fid = hit[0]
+            out.append(fid)
+        return out
+
+
 @dataclass(slots=True)
 class ProfileTable:
     """The same profile as columns: interned frames, stacks as frame-index tuples, values as one array.
@@ -154,27 +182,14 @@ class ProfileTable:
     @classmethod
     def from_profile(cls, profile: Profile) -> ProfileTable:
         """Intern a profile's frames (by identity) into a table; sample order is kept."""
-        index: dict[Frame, int] = {}
-        by_obj: dict[int, tuple[int, Frame]] = {}  # id(frame) -> index; holding the frame pins its id
-        frames: list[Frame] = []
+        interner = FrameInterner()
         stacks: list[tuple[int, ...]] = []
         n = len(profile.sample_types)
         for smp in profile.samples:
             if len(smp.values) != n:
                 raise ValueError(f"sample has {len(smp.values)} values but the profile has {n} sample types")
-            ids = []
-            for f in smp.stack:
-                hit = by_obj.get(id(f))
-                if hit is None:
-                    fid = index.get(f)
-                    if fid is None:
-                        fid = index[f] = len(frames)
-                        frames.append(f)
-                    by_obj[id(f)] = (fid, f)
-                else:
-                    fid = hit[0]
-                ids.append(fid)
-            stacks.append(tuple(ids))
+            stacks.append(tuple(interner.ids(smp.stack)))
+        frames = interner.frames
         values = np.array([s.values for s in profile.samples], dtype=np.int64).reshape(len(stacks), n)
         return cls(
             sample_types=profile.sample_types,
