@@ -16,6 +16,16 @@ from profiler.errors import ProfileError
 from profiler.model import Frame, Profile, ProfileTable, Sample
 
 
+def _check_same_types(items: Sequence[Profile] | Sequence[ProfileTable]) -> None:
+    first = items[0]
+    for p in items[1:]:
+        if p.sample_types != first.sample_types:
+            raise ProfileError(
+                "cannot merge profiles with different sample types: "
+                f"{', '.join(map(str, first.sample_types))} vs {', '.join(map(str, p.sample_types))}"
+            )
+
+
 def _empty_like(profile: Profile) -> Profile:
     return Profile(
         sample_types=profile.sample_types,
@@ -42,12 +52,7 @@ def merge(profiles: Iterable[Profile]) -> Profile:
     if not items:
         return Profile(sample_types=())
     first = items[0]
-    for p in items[1:]:
-        if p.sample_types != first.sample_types:
-            raise ProfileError(
-                "cannot merge profiles with different sample types: "
-                f"{', '.join(map(str, first.sample_types))} vs {', '.join(map(str, p.sample_types))}"
-            )
+    _check_same_types(items)
     out = _empty_like(first)
     out.counters = {}
     out.comments = []
@@ -154,12 +159,7 @@ def merge_tables(tables: Iterable[ProfileTable]) -> ProfileTable:
         return ProfileTable(sample_types=(), frames=[], stacks=[], values=np.zeros((0, 0), dtype=np.int64),
                             labels=[])
     first = items[0]
-    for t in items[1:]:
-        if t.sample_types != first.sample_types:
-            raise ProfileError(
-                "cannot merge profiles with different sample types: "
-                f"{', '.join(map(str, first.sample_types))} vs {', '.join(map(str, t.sample_types))}"
-            )
+    _check_same_types(items)
     periods = {t.period for t in items if t.period > 0}
     common = max(periods) if periods else 0
     period_type = first.period_type
