@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
@@ -110,8 +111,42 @@ def _reference(data: bytes) -> ProfileTable:
         raise PprofError(f"malformed profile: {type(exc).__name__}: {exc}") from None
 
 
-def _header(msg: Any) -> tuple[list[str], Callable[[int, str], str], tuple[ValueType, ...], ValueType | None, str,
-                              dict[str, int], list[str], dict[int, tuple[str, str, int, int, FrameKind]]]:
+@dataclass(slots=True)
+class Header:
+    """The small top-level parts of a pprof, validated: what both decoders need besides the
+    sample, location and function tables, and everything of a ProfileTable but its columns."""
+
+    strings: list[str]
+    s: Callable[[int, str], str]  # string by index, naming the field when out of range
+    sample_types: tuple[ValueType, ...]
+    period_type: ValueType | None
+    default_type: str
+    counters: dict[str, int]
+    comments: list[str]
+    mappings: dict[int, tuple[str, str, int, int, FrameKind]]  # id -> (path, build id, start, offset, kind)
+    period: int
+    time_nanos: int
+    duration_nanos: int
+
+    def table(self, frames: list[Frame], stacks: list[tuple[int, ...]], values: np.ndarray,
+              labels: list[Labels]) -> ProfileTable:
+        return ProfileTable(
+            sample_types=self.sample_types,
+            frames=frames,
+            stacks=stacks,
+            values=values,
+            labels=labels,
+            period_type=self.period_type,
+            period=self.period,
+            time_nanos=self.time_nanos,
+            duration_nanos=self.duration_nanos,
+            default_sample_type=self.default_type,
+            counters=self.counters,
+            comments=self.comments,
+        )
+
+
+def _header(msg: Any) -> Header:
     """The small top-level parts (string table, types, comments, mappings), validated; shared by
     the reference decoder and the columnar one so both read them the same way."""
     strings = list(msg.string_table)
@@ -165,30 +200,16 @@ def _header(msg: Any) -> tuple[list[str], Callable[[int, str], str], tuple[Value
             else:
                 kind = FrameKind.NATIVE if path else FrameKind.UNKNOWN
         mappings[m.id] = (path, s(m.build_id, f"mapping {m.id} build_id"), m.memory_start, m.file_offset, kind)
-    return strings, s, sample_types, period_type, default_type, counters, comments, mappings
+    return Header(strings, s, sample_types, period_type, default_type, counters, comments, mappings,
+                  msg.period, msg.time_nanos, msg.duration_nanos)
 
 
 def _convert(msg: Any) -> ProfileTable:
     """The reference decoder: per message over the full schema; names every invariant broken."""
-    _strings, s, sample_types, period_type, default_type, counters, comments, mappings = _header(msg)
-    frames, loc_frames = _locations(msg, s, mappings)
-    values = _values(msg.sample, len(sample_types))
-    stacks = _stacks(msg.sample, loc_frames)
-    labels = _labels(msg.sample, s)
-    return ProfileTable(
-        sample_types=sample_types,
-        frames=frames,
-        stacks=stacks,
-        values=values,
-        labels=labels,
-        period_type=period_type,
-        period=msg.period,
-        time_nanos=msg.time_nanos,
-        duration_nanos=msg.duration_nanos,
-        default_sample_type=default_type,
-        counters=counters,
-        comments=comments,
-    )
+    h = _header(msg)
+    frames, loc_frames = _locations(msg, h.s, h.mappings)
+    values = _values(msg.sample, len(h.sample_types))
+    return h.table(frames, _stacks(msg.sample, loc_frames), values, _labels(msg.sample, h.s))
 
 
 def _locations(msg: Any, s: Callable[[int, str], str], mappings: dict[int, tuple[str, str, int, int, FrameKind]]

@@ -254,7 +254,8 @@ def read(raw: bytes, header: Any) -> ProfileTable | None:
 
 
 def _read(msg: Any, header: Any) -> ProfileTable:
-    strings, s, sample_types, period_type, default_type, counters, comments, mappings = header(msg)
+    h = header(msg)
+    strings, s, sample_types, mappings = h.strings, h.s, h.sample_types, h.mappings
     nstr = len(strings)
     # One tokenization and one walk for the three tables (fewer, larger numpy calls).
     fparts, lparts, sparts = msg.function[:], msg.location[:], msg.sample[:]
@@ -331,20 +332,7 @@ def _read(msg: Any, header: Any) -> ProfileTable:
         get = loc_tuples.__getitem__
         stacks = [tuple(chain.from_iterable(map(get, rows[b:a]))) for a, b in pairwise(rev)]
     labels = _labels(smp, buf, nsmp, s, nstr)
-    return ProfileTable(
-        sample_types=sample_types,
-        frames=frames,
-        stacks=stacks,
-        values=values.view(np.int64).reshape(nsmp, nv),
-        labels=labels,
-        period_type=period_type,
-        period=msg.period,
-        time_nanos=msg.time_nanos,
-        duration_nanos=msg.duration_nanos,
-        default_sample_type=default_type,
-        counters=counters,
-        comments=comments,
-    )
+    return h.table(frames, stacks, values.view(np.int64).reshape(nsmp, nv), labels)
 
 
 def _frames(first_occ: np.ndarray, occ_fn: np.ndarray, occ_loc: np.ndarray, occ_line: np.ndarray,
