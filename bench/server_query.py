@@ -31,8 +31,8 @@ from server_common import drop_database, fresh_database
 from server_load import load_parallel, relation_bytes
 
 from profiler.selector import parse_selector
-from server.heap import keep_freed_memory
 from server import db, render
+from server.heap import keep_freed_memory
 from server.storage import Storage
 from server.storage import query as squery
 

@@ -17,6 +17,7 @@ from profiler import profile_pb2 as pb
 from profiler.errors import PprofError
 from profiler.model import Frame, FrameKind, ProfileTable, Sample, make_labels
 from profiler.types import new_cpu_profile
+from tests.pprof_raw import varint
 from tests.profiler.go_profile import build_go_profile
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -79,18 +80,6 @@ def test_small_file_inline_and_empty_profiles_agree() -> None:
     assert len(t.frames) == 2
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 def test_unpacked_repeated_fields_as_go_writes_them() -> None:
     # Go's encoder writes short repeated fields unpacked; protobuf readers must take both forms.
     m = pb.Profile()
@@ -100,8 +89,8 @@ def test_unpacked_repeated_fields_as_go_writes_them() -> None:
     m.function.add(id=2, name=len(m.string_table) - 1)
     m.location.add(id=1).line.add(function_id=1)
     m.location.add(id=2).line.add(function_id=2)
-    body = b"".join(b"\x08" + _varint(i) for i in (2, 1)) + b"\x10\x03" + b"\x12\x01\x07"  # ids, value 3, packed 7
-    sample = b"\x12" + _varint(len(body)) + body
+    body = b"".join(b"\x08" + varint(i) for i in (2, 1)) + b"\x10\x03" + b"\x12\x01\x07"  # ids, value 3, packed 7
+    sample = b"\x12" + varint(len(body)) + body
     raw = m.SerializeToString() + sample
     check_agrees(raw, expect_fast=True)
     t = pprof.decode_table(raw)

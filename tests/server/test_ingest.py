@@ -17,9 +17,9 @@ from profiler.model import Sample
 from server.api.common import ApiError
 from server.ingest_limits import gunzip_capped, read_body
 from server.models import batches, functions
+from tests.pprof_raw import raw_profile
 from tests.server.conftest import bearer
 from tests.server.helpers import cpu_profile, frame
-from tests.server.pprof_raw import raw_profile
 
 
 @pytest.fixture(scope="session")

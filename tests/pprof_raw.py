@@ -1,9 +1,9 @@
-"""Hand-encoded pprof protobuf, for inputs our encoder refuses to produce (invalid UTF-8, ...)."""
+"""Hand-encoded pprof protobuf, for inputs our encoder refuses to produce (invalid UTF-8, unpacked fields, ...)."""
 
 from __future__ import annotations
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
     out = bytearray()
     while True:
         byte = n & 0x7F
@@ -16,15 +16,15 @@ def _varint(n: int) -> bytes:
 
 
 def _field(num: int, payload: bytes) -> bytes:
-    return _varint(num << 3 | 2) + _varint(len(payload)) + payload
+    return varint(num << 3 | 2) + varint(len(payload)) + payload
 
 
 def _int_field(num: int, value: int) -> bytes:
-    return _varint(num << 3) + _varint(value)
+    return varint(num << 3) + varint(value)
 
 
 def _packed(num: int, values: list[int]) -> bytes:
-    return _field(num, b"".join(_varint(v) for v in values))
+    return _field(num, b"".join(varint(v) for v in values))
 
 
 def raw_profile(function_names: list[bytes], values: list[int], period: int = 10_000_000) -> bytes:
