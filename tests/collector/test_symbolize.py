@@ -63,6 +63,19 @@ def test_cgroup_container_and_pod() -> None:
     assert len(maps) == 1 and maps[0].deleted and maps[0].clean_path == "/usr/lib/libc.so.6"
 
 
+def _settled(proc: subprocess.Popen) -> subprocess.Popen:
+    """Wait until the dynamic loader has finished mapping: a snapshot taken mid-way is stale at once."""
+    maps = Path(f"/proc/{proc.pid}/maps")
+    last, deadline = "", time.monotonic() + 10
+    while time.monotonic() < deadline:
+        now = maps.read_text()
+        if now == last:
+            return proc
+        last = now
+        time.sleep(0.1)
+    raise AssertionError(f"maps of pid {proc.pid} kept changing for 10 s")
+
+
 def _symbolizer(pid: int) -> Symbolizer:
     sym = Symbolizer(None, kernel=KernelSymbols("/dev/null"))  # type: ignore[arg-type]
     sym.tracker = ProcessTracker(pids=[pid], on_capture=sym.warm)
@@ -85,9 +98,8 @@ def _addr_of(pid: int, exe: str, name: str, sym: Symbolizer) -> int:
 def test_pie_binary_resolves_then_survives_deletion_and_exit(build, tmp_path) -> None:
     exe = tmp_path / "pie_copy"
     shutil.copy(build("cpu_split"), exe)
-    proc = subprocess.Popen([str(exe), "3"])
+    proc = _settled(subprocess.Popen([str(exe), "3"]))
     try:
-        time.sleep(0.3)
         sym = _symbolizer(proc.pid)
         addr = _addr_of(proc.pid, str(exe), "path_b", sym)
         counters: dict[str, int] = {}
@@ -107,9 +119,8 @@ def test_pie_binary_resolves_then_survives_deletion_and_exit(build, tmp_path) ->
 def test_unreadable_binary_becomes_basename_offset(build, tmp_path) -> None:
     exe = tmp_path / "gone"
     shutil.copy(build("cpu_split"), exe)
-    proc = subprocess.Popen([str(exe), "3"])
+    proc = _settled(subprocess.Popen([str(exe), "3"]))
     try:
-        time.sleep(0.3)
         sym = _symbolizer(proc.pid)
         addr = _addr_of(proc.pid, str(exe), "spin", sym)
     finally:
@@ -196,7 +207,7 @@ def test_fast_elf_headers_agree_with_pyelftools_and_bad_files_are_errors(build, 
 
 
 def test_unknown_frames_are_cached_until_a_perf_map_appears(tmp_path) -> None:
-    proc = subprocess.Popen(["sleep", "30"])
+    proc = _settled(subprocess.Popen(["sleep", "30"]))
     perf_map = Path(f"/tmp/perf-{proc.pid}.map")
     try:
         sym = _symbolizer(proc.pid)
