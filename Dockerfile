@@ -3,7 +3,7 @@
 FROM debian:bookworm-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      python3 python3-venv python3-bpfcc bpfcc-tools libbpfcc linux-headers-amd64 curl ca-certificates \
+      python3 python3-venv python3-dev gcc python3-bpfcc bpfcc-tools libbpfcc linux-headers-amd64 curl ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY . /app

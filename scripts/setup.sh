@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 log() { printf '[setup] %s\n' "$*" >&2; }
 
-APT_PACKAGES=(bpfcc-tools python3-bpfcc libbpfcc linux-headers-amd64 linux-perf postgresql chromium golang-go)
+APT_PACKAGES=(gcc python3-dev bpfcc-tools python3-bpfcc libbpfcc linux-headers-amd64 linux-perf postgresql chromium golang-go)
 
 if [ "$(id -u)" = 0 ]; then
   missing=()
@@ -49,7 +49,7 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 stamp=.venv/.hotpath-installed
-want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml profiler/*.c | sha256sum | cut -d' ' -f1)  # the C scanner is built by pip
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   log "pip install -e .[test]"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
