@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import chain
 
 import numpy as np
 
@@ -158,9 +159,19 @@ class ProfileTable:
     default_sample_type: str = ""
     counters: dict[str, int] = field(default_factory=dict)
     comments: list[str] = field(default_factory=list)
+    # `stacks` as (all frame indexes root first, int64; each stack's depth): made once on demand,
+    # or passed by a decoder that had them as arrays (the server hashes stacks from it). So a
+    # table's `stacks` must not be changed in place once this is set.
+    flat: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.stacks)
+
+    def flat_stacks(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.flat is None:
+            depths = np.fromiter(map(len, self.stacks), np.int64, len(self.stacks))
+            self.flat = (np.fromiter(chain.from_iterable(self.stacks), np.int64, int(depths.sum())), depths)
+        return self.flat
 
     def to_profile(self) -> Profile:
         """The object model; frames are shared objects, so equal frames are `is`-identical."""

@@ -129,7 +129,7 @@ class Header:
     duration_nanos: int
 
     def table(self, frames: list[Frame], stacks: list[tuple[int, ...]], values: np.ndarray,
-              labels: list[Labels]) -> ProfileTable:
+              labels: list[Labels], flat: tuple[np.ndarray, np.ndarray] | None = None) -> ProfileTable:
         return ProfileTable(
             sample_types=self.sample_types,
             frames=frames,
@@ -143,6 +143,7 @@ class Header:
             default_sample_type=self.default_type,
             counters=self.counters,
             comments=self.comments,
+            flat=flat,
         )
 
 

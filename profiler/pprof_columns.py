@@ -15,7 +15,7 @@ never has to phrase an error, and can never accept what the reference rejects.
 
 from __future__ import annotations
 
-from itertools import chain, pairwise
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -166,21 +166,26 @@ def _read(raw: bytes, msg: Any, header: Any, cols: list[np.ndarray]) -> ProfileT
     nv = len(sample_types)
     if (nvals != nv).any():
         raise _Unusual("value count")
-    # pprof is leaf first, the model root first: reverse the whole id column once, then sample
-    # i's stack is the slice [n - end_i, n - start_i) of it.
-    loc_rows = lids.rows(loc_ids[::-1])
-    rev = (loc_rows.size - np.concatenate(([0], np.cumsum(per_sample)))).tolist()
+    # pprof is leaf first, the model root first: position j of sample i's span [start, end) of
+    # the id column takes its mirror start + end - 1 - j.
+    loc_rows = lids.rows(loc_ids)
+    ends = np.cumsum(per_sample)
+    starts = ends - per_sample
+    mirror = np.repeat(starts + ends - 1, per_sample) - np.arange(loc_rows.size)
+    bounds = list(map(slice, starts.tolist(), ends.tolist()))
+    flat = None
     if not nloc or (nlines == 1).all():
-        flat = occ_frame[line_start[loc_rows]].tolist()
-        stacks = list(map(tuple, map(flat.__getitem__, map(slice, rev[1:], rev[:-1]))))
-    else:
+        root_first = occ_frame[line_start[loc_rows[mirror]]]
+        flat = (root_first, per_sample)
+        stacks = list(map(tuple, map(root_first.tolist().__getitem__, bounds)))
+    else:  # inlined functions: a location is several frames
         occ_list = occ_frame.tolist()
         loc_tuples = [tuple(occ_list[a:a + k]) for a, k in zip(line_start.tolist(), nlines.tolist())]
-        rows = loc_rows.tolist()
         get = loc_tuples.__getitem__
-        stacks = [tuple(chain.from_iterable(map(get, rows[b:a]))) for a, b in pairwise(rev)]
+        rows = loc_rows[mirror].tolist()
+        stacks = [tuple(chain.from_iterable(map(get, rows[b]))) for b in bounds]
     labels = _labels(raw, label_lo.tolist(), label_hi.tolist(), s, nstr)
-    return h.table(frames, stacks, values.view(np.int64).reshape(nsmp, nv), labels)
+    return h.table(frames, stacks, values.view(np.int64).reshape(nsmp, nv), labels, flat)
 
 
 def _frames(first_occ: np.ndarray, occ_fn: np.ndarray, occ_loc: np.ndarray, occ_line: np.ndarray,

@@ -13,7 +13,6 @@ import hashlib
 import operator
 import struct
 from collections.abc import Iterable, Sequence
-from itertools import chain
 
 import numpy as np
 from sqlalchemy import Connection, select
@@ -90,8 +89,9 @@ def dense_unique(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return uniq, rank[ids]
 
 
+FlatStacks = tuple[np.ndarray, np.ndarray]  # ProfileTable.flat_stacks(): frame indexes, depths
 FrameKey = tuple[str, str, str]  # (function, binary, kind): a function's identity
-_frame_key_fast = operator.attrgetter("function", "binary", "kind.value")
+_frame_key_fast = operator.attrgetter("function", "binary", "kind._value_")  # not .value: a Python-level property
 
 
 def frame_key(frame: Frame) -> FrameKey:
@@ -156,26 +156,25 @@ class Dictionary:
         self.stack_rows: dict[int, bytes] = {}  # uint32 function ids, root first
 
     # -- write side ---------------------------------------------------------------------------
-    def plan(self, frames: Sequence[Frame], stacks_in: Sequence[tuple[int, ...]]) -> Assignment:
-        """Stack ids from the caches (`stacks_in`: per sample, root first, indexes into `frames`)."""
+    def plan(self, frames: Sequence[Frame], stacks_in: FlatStacks) -> Assignment:
+        """Stack ids from the caches (`stacks_in`: `ProfileTable.flat_stacks()`, indexes into `frames`)."""
         keys = _frame_keys(frames)
         fids = list(map(self.function_ids.get, keys))
         out = Assignment(fids, keys)
         if None not in fids:
             self._stack_ids(out, stacks_in)
         else:
-            out.stack_ids = [None] * len(stacks_in)
+            out.stack_ids = [None] * len(stacks_in[1])
         return out
 
-    def _stack_ids(self, a: Assignment, stacks_in: Sequence[tuple[int, ...]]) -> None:
-        depths = np.fromiter(map(len, stacks_in), np.int64, len(stacks_in))
-        flat = np.fromiter(chain.from_iterable(stacks_in), np.int64, int(depths.sum()))
+    def _stack_ids(self, a: Assignment, stacks_in: FlatStacks) -> None:
+        flat, depths = stacks_in
         buf = np.asarray(a.fids, dtype="<i8")[flat].tobytes() if a.fids else b""
         offsets = (np.concatenate(([0], np.cumsum(depths))) * 8).tolist()
         a.stack_keys = list(map(buf.__getitem__, map(slice, offsets[:-1], offsets[1:])))
         a.stack_ids = list(map(self.stack_ids.get, a.stack_keys))
 
-    def fill(self, conn: Connection, a: Assignment, stacks_in: Sequence[tuple[int, ...]]) -> None:
+    def fill(self, conn: Connection, a: Assignment, stacks_in: FlatStacks) -> None:
         """Insert the functions and stacks `a` misses (inside the caller's transaction)."""
         if None in a.fids:
             missing = {k for k, fid in zip(a.keys, a.fids) if fid is None}

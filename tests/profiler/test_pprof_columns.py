@@ -34,6 +34,8 @@ def assert_same(a: ProfileTable, b: ProfileTable) -> None:
     assert [(f.kind, f.address, f.build_id, f.filename, f.line) for f in a.frames] == \
         [(f.kind, f.address, f.build_id, f.filename, f.line) for f in b.frames]
     assert a.stacks == b.stacks and a.labels == b.labels
+    for x, y in zip(a.flat_stacks(), b.flat_stacks(), strict=True):  # a decoder's arrays, or made from `stacks`
+        assert x.dtype == y.dtype == np.int64 and np.array_equal(x, y)
     assert a.values.dtype == b.values.dtype == np.int64 and a.values.shape == b.values.shape
     assert np.array_equal(a.values, b.values)
     for key in ("sample_types", "period_type", "period", "time_nanos", "duration_nanos", "default_sample_type",
