@@ -9,7 +9,7 @@ stacks use; pprof's leaf-first order is converted at its codec's edge.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -138,6 +138,40 @@ class FrameInterner:
         return out
 
 
+class Stacks(Sequence[tuple[int, ...]]):
+    """Stacks kept as a decoder made them: one flat int64 array of frame indexes (root first) and
+    each stack's depth. Tuples are built only if the stacks are read one by one; the server's
+    ingest hashes the arrays and never does (building 300 tuples costs more than decoding them)."""
+
+    __slots__ = ("_tuples", "depths", "flat")
+
+    def __init__(self, flat: np.ndarray, depths: np.ndarray) -> None:
+        self.flat, self.depths = flat, depths
+        self._tuples: list[tuple[int, ...]] | None = None
+
+    def tuples(self) -> list[tuple[int, ...]]:
+        if self._tuples is None:
+            ends = np.cumsum(self.depths).tolist()
+            flat = self.flat.tolist()
+            self._tuples = list(map(tuple, map(flat.__getitem__, map(slice, [0, *ends[:-1]], ends))))
+        return self._tuples
+
+    def __len__(self) -> int:
+        return int(self.depths.size)
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def]
+        return self.tuples()[i]
+
+    def __iter__(self) -> Iterator[tuple[int, ...]]:
+        return iter(self.tuples())
+
+    def __eq__(self, other: object) -> bool:
+        return self.tuples() == list(other) if isinstance(other, Sequence) else NotImplemented
+
+    def __repr__(self) -> str:
+        return f"Stacks({self.tuples()!r})"
+
+
 @dataclass(slots=True)
 class ProfileTable:
     """The same profile as columns: interned frames, stacks as frame-index tuples, values as one array.
@@ -149,7 +183,7 @@ class ProfileTable:
 
     sample_types: tuple[ValueType, ...]
     frames: list[Frame]  # unique by Frame identity (function, binary, kind)
-    stacks: list[tuple[int, ...]]  # one per sample, root first, indexes into `frames`
+    stacks: Sequence[tuple[int, ...]]  # one per sample, root first, indexes into `frames` (list or Stacks)
     values: np.ndarray  # int64, shape (n_samples, len(sample_types))
     labels: list[Labels]  # one per sample, () when none (sorted pairs, as make_labels)
     period_type: ValueType | None = None
@@ -159,19 +193,16 @@ class ProfileTable:
     default_sample_type: str = ""
     counters: dict[str, int] = field(default_factory=dict)
     comments: list[str] = field(default_factory=list)
-    # `stacks` as (all frame indexes root first, int64; each stack's depth): made once on demand,
-    # or passed by a decoder that had them as arrays (the server hashes stacks from it). So a
-    # table's `stacks` must not be changed in place once this is set.
-    flat: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.stacks)
 
     def flat_stacks(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.flat is None:
-            depths = np.fromiter(map(len, self.stacks), np.int64, len(self.stacks))
-            self.flat = (np.fromiter(chain.from_iterable(self.stacks), np.int64, int(depths.sum())), depths)
-        return self.flat
+        """(all stacks' frame indexes root first, int64; each stack's depth)."""
+        if isinstance(self.stacks, Stacks):
+            return self.stacks.flat, self.stacks.depths
+        depths = np.fromiter(map(len, self.stacks), np.int64, len(self.stacks))
+        return np.fromiter(chain.from_iterable(self.stacks), np.int64, int(depths.sum())), depths
 
     def to_profile(self) -> Profile:
         """The object model; frames are shared objects, so equal frames are `is`-identical."""

@@ -22,7 +22,7 @@ Conventions (documented in docs/contracts.md and here):
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -128,8 +128,8 @@ class Header:
     time_nanos: int
     duration_nanos: int
 
-    def table(self, frames: list[Frame], stacks: list[tuple[int, ...]], values: np.ndarray,
-              labels: list[Labels], flat: tuple[np.ndarray, np.ndarray] | None = None) -> ProfileTable:
+    def table(self, frames: list[Frame], stacks: Sequence[tuple[int, ...]], values: np.ndarray,
+              labels: list[Labels]) -> ProfileTable:
         return ProfileTable(
             sample_types=self.sample_types,
             frames=frames,
@@ -143,7 +143,6 @@ class Header:
             default_sample_type=self.default_type,
             counters=self.counters,
             comments=self.comments,
-            flat=flat,
         )
 
 

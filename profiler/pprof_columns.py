@@ -15,6 +15,7 @@ never has to phrase an error, and can never accept what the reference rejects.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import chain
 from typing import Any
 
@@ -24,7 +25,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from profiler import _pprofscan
 from profiler import profile_pb2 as pb
 from profiler.errors import PprofError
-from profiler.model import Frame, FrameKind, Labels, ProfileTable
+from profiler.model import Frame, FrameKind, Labels, ProfileTable, Stacks
 
 _FRAME_CACHE: dict[tuple, Frame] = {}  # frames recur across a fleet's batches; Frame is immutable
 _FRAME_CACHE_MAX = 1 << 16  # ~20 MB per process at most; cleared whole when full
@@ -171,21 +172,17 @@ def _read(raw: bytes, msg: Any, header: Any, cols: list[np.ndarray]) -> ProfileT
     loc_rows = lids.rows(loc_ids)
     ends = np.cumsum(per_sample)
     starts = ends - per_sample
-    mirror = np.repeat(starts + ends - 1, per_sample) - np.arange(loc_rows.size)
-    bounds = list(map(slice, starts.tolist(), ends.tolist()))
-    flat = None
+    root_first = loc_rows[np.repeat(starts + ends - 1, per_sample) - np.arange(loc_rows.size)]
+    stacks: Sequence[tuple[int, ...]]
     if not nloc or (nlines == 1).all():
-        root_first = occ_frame[line_start[loc_rows[mirror]]]
-        flat = (root_first, per_sample)
-        stacks = list(map(tuple, map(root_first.tolist().__getitem__, bounds)))
+        stacks = Stacks(occ_frame[line_start[root_first]], per_sample.copy())
     else:  # inlined functions: a location is several frames
         occ_list = occ_frame.tolist()
-        loc_tuples = [tuple(occ_list[a:a + k]) for a, k in zip(line_start.tolist(), nlines.tolist())]
-        get = loc_tuples.__getitem__
-        rows = loc_rows[mirror].tolist()
-        stacks = [tuple(chain.from_iterable(map(get, rows[b]))) for b in bounds]
+        get = [tuple(occ_list[a:a + k]) for a, k in zip(line_start.tolist(), nlines.tolist())].__getitem__
+        rows = root_first.tolist()
+        stacks = [tuple(chain.from_iterable(map(get, rows[a:b]))) for a, b in zip(starts.tolist(), ends.tolist())]
     labels = _labels(raw, label_lo.tolist(), label_hi.tolist(), s, nstr)
-    return h.table(frames, stacks, values.view(np.int64).reshape(nsmp, nv), labels, flat)
+    return h.table(frames, stacks, values.view(np.int64).reshape(nsmp, nv), labels)
 
 
 def _frames(first_occ: np.ndarray, occ_fn: np.ndarray, occ_loc: np.ndarray, occ_line: np.ndarray,

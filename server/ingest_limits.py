@@ -128,7 +128,7 @@ def validate_table(table: ProfileTable, config: Mapping[str, Any]) -> None:
     width = len(table.sample_types)
     if table.values.shape != (n, width):
         raise ApiError(400, f"a sample's value count differs from the {width} sample types", "bad_profile")
-    deepest = max(map(len, table.stacks))
+    deepest = int(table.flat_stacks()[1].max())
     if deepest > config["MAX_STACK_DEPTH"]:
         raise ApiError(413, f"a stack of {deepest} frames exceeds the limit of {config['MAX_STACK_DEPTH']}",
                        "stack_too_deep")
