@@ -37,7 +37,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     engine = db.make_engine(url, pool_size=cfg["POOL_SIZE"])
     db.check_schema(engine)
     storage = Storage(engine, retention_days=cfg["RETENTION_DAYS"], rollup_grace_s=cfg["ROLLUP_GRACE_S"])
-    app.extensions["hotpath"] = State(storage, Authenticator(engine, cfg["SESSION_TTL_S"]), Metrics(), cfg)
+    app.extensions["hotpath"] = State(storage, Authenticator(engine, cfg["SESSION_TTL_S"]), Metrics(engine), cfg)
     _register(app)
     if cfg["MAINTENANCE_INTERVAL_S"] > 0 and not cfg.get("TESTING"):
         start_maintenance(storage, cfg["MAINTENANCE_INTERVAL_S"], cfg["PARTITION_AHEAD_DAYS"])

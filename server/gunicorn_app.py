@@ -2,15 +2,42 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+import tempfile
 from typing import Any
 
 from server.heap import keep_freed_memory
+
+# prometheus_client's own variable; not imported from server.metrics, which imports prometheus_client.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def serve(overrides: dict[str, Any], bind: str, workers: int, config_file: str | None = None,
           threads: int = 4) -> int:
     """Serve `create_app(overrides)` with gunicorn's threaded workers; returns when stopped."""
     from gunicorn.app.base import BaseApplication
+
+    # prometheus_client picks per-process or file-backed metric values when it is first imported;
+    # the workers inherit the master's modules, so an import here would silently make /metrics
+    # per-worker again. Fail loudly instead (the cli import chain is kept free of it).
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before serve(): /metrics could not sum the workers")
+    # Multiprocess metrics always, also for one worker: one code path, and counters survive a worker
+    # that gunicorn replaces (timeout, crash) instead of restarting from zero. A private 0700
+    # directory per server run (any inherited PROMETHEUS_MULTIPROC_DIR is replaced): files of an
+    # earlier run or of another server would otherwise be summed in.
+    master_pid = os.getpid()
+    metrics_dir = tempfile.mkdtemp(prefix="hotpath-metrics-")
+    previous = os.environ.get(MULTIPROC_ENV)
+    os.environ[MULTIPROC_ENV] = metrics_dir
+
+    def child_exit(_arbiter: Any, worker: Any) -> None:
+        from prometheus_client import multiprocess
+
+        # Drops the dead worker's live* gauge files (its pool is gone); its counters stay counted.
+        multiprocess.mark_process_dead(worker.pid, metrics_dir)
 
     class HotpathApplication(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -24,10 +51,9 @@ def serve(overrides: dict[str, Any], bind: str, workers: int, config_file: str |
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("accesslog", None)
             self.cfg.set("preload_app", False)  # each worker opens its own database pool after fork
+            self.cfg.set("child_exit", child_exit)
 
         def load(self) -> Any:
-            import os
-
             from server.app import create_app
 
             keep_freed_memory()  # per worker: load() runs after the fork
@@ -35,5 +61,13 @@ def serve(overrides: dict[str, Any], bind: str, workers: int, config_file: str |
                 os.environ["HOTPATH_CONFIG"] = config_file
             return create_app(overrides)
 
-    HotpathApplication().run()
+    try:
+        HotpathApplication().run()
+    finally:  # gunicorn's master leaves by SystemExit; only the master gets here (workers os._exit)
+        if os.getpid() == master_pid:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            if previous is None:
+                os.environ.pop(MULTIPROC_ENV, None)
+            else:
+                os.environ[MULTIPROC_ENV] = previous
     return 0

@@ -27,4 +27,4 @@ def readyz() -> tuple[Response, int]:
 @bp.get("/metrics")
 def metrics() -> Response:
     st = state()
-    return Response(st.metrics.render(st.storage.engine), mimetype="text/plain; version=0.0.4")
+    return Response(st.metrics.render(), mimetype="text/plain; version=0.0.4")
