@@ -2,7 +2,8 @@
 
 1. Fixed CPU-bound work (tests/collector/workloads/cpu_split.c, fixed iterations): CPU time and
    wall time with nothing, with `hotpath collector` at 99 and 999 Hz, with `perf record -g` at 99
-   and 999 Hz. Runs are interleaved (round robin) so drift hits every condition alike.
+   and 999 Hz, and with BCC's own `profile` tool at 999 Hz (the reference the issue names). Runs
+   are interleaved (round robin) so drift hits every condition alike.
 2. `perf bench sched pipe` (the context-switch worst case) with nothing vs the collector (off-CPU on).
 3. The collector's own cost at 19 Hz, 10 s interval, off-CPU on, a local HTTP sink:
    - CPU-seconds per interval after warm-up (from /proc/PID/stat at each status line: less
@@ -89,6 +90,25 @@ class Collector:
 
     def stop(self) -> None:
         self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
+class BccProfile:
+    """BCC's `profile` tool (Debian: profile-bpfcc) sampling all CPUs; ready once it says so."""
+
+    TOOL = "/usr/sbin/profile-bpfcc"
+
+    def __init__(self, frequency: int) -> None:
+        self.proc = subprocess.Popen([self.TOOL, "-F", str(frequency), "600"], stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})  # the ready line, now
+        assert self.proc.stdout is not None
+        first = self.proc.stdout.readline()  # "Sampling at 999 Hertz of all threads ..." once attached
+        if not first.startswith("Sampling at"):
+            raise SystemExit(f"{self.TOOL} did not start: {first!r}")
+
+    def stop(self) -> None:
+        self.proc.kill()  # it ignores SIGINT until its duration ends; the samples are not needed
         self.proc.wait(timeout=60)
 
 
@@ -211,7 +231,7 @@ def main() -> int:
     # 1. fixed CPU-bound work
     results: dict[str, list[tuple[float, float]]] = {k: [] for k in
                                                      ("none", "agent 99 Hz", "agent 999 Hz", "perf -g 99 Hz",
-                                                      "perf -g 999 Hz")}
+                                                      "perf -g 999 Hz", "bcc profile 999")}
     for _ in range(args.rounds):
         results["none"].append(run_workload(exe, args.iterations))
         for hz in (99, 999):
@@ -223,11 +243,18 @@ def main() -> int:
             perf_out = tmp / "perf.data"
             results[f"perf -g {hz} Hz"].append(run_workload(
                 exe, args.iterations, ["perf", "record", "-q", "-g", "-F", str(hz), "-o", str(perf_out), "--"]))
+        if Path(BccProfile.TOOL).exists():
+            bcc = BccProfile(999)
+            results["bcc profile 999"].append(run_workload(exe, args.iterations))
+            bcc.stop()
     base_cpu = statistics.median(c for c, _ in results["none"])
     base_wall = statistics.median(w for _, w in results["none"])
     print(f"\n1. fixed CPU-bound work ({args.iterations} iterations, {args.rounds} interleaved rounds)")
     print(f"   {'condition':16s} {'workload CPU time':44s} wall time")
     for name, vals in results.items():
+        if not vals:
+            print(f"   {name:16s} n/a ({BccProfile.TOOL} not installed)")
+            continue
         print(f"   {name:16s} {fmt([c for c, _ in vals], base_cpu)}   {fmt([w for _, w in vals], base_wall)}")
 
     # 2. sched pipe
