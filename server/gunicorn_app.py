@@ -51,6 +51,11 @@ def serve(overrides: dict[str, Any], bind: str, workers: int, config_file: str |
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("accesslog", None)
             self.cfg.set("preload_app", False)  # each worker opens its own database pool after fork
+            if "control_socket_disable" in self.cfg.settings:
+                # gunicorn >= 26 listens on one fixed per-user path ($HOME/.gunicorn/gunicorn.ctl):
+                # two servers on a host (`hotpath up` next to `hotpath server`, parallel tests)
+                # would fight over it, and nothing here uses it.
+                self.cfg.set("control_socket_disable", True)
             self.cfg.set("child_exit", child_exit)
 
         def load(self) -> Any:
