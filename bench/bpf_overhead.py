@@ -107,6 +107,11 @@ FN_NAMES = {"tp": b"tracepoint__sched__sched_switch", "raw": b"raw_tracepoint__s
             "perf": b"on_cpu_sample"}
 
 
+def switch_kind(src: Path) -> str:
+    """How a revision of bpf/ hooks sched_switch (raw tracepoint since 2026-11-23)."""
+    return "raw" if "RAW_TRACEPOINT_PROBE(sched_switch)" in src.read_text() else "tp"
+
+
 def prog_stats(v: Variant) -> tuple[int, int]:
     """(run_time_ns, run_cnt) of the variant's program: the kernel's own per-program accounting
     (kernel.bpf_stats_enabled), far steadier than wall-clock ratios on a shared host."""
@@ -247,18 +252,19 @@ def run(args: argparse.Namespace, bcc: Any, extra: list[str], ref: Path | None) 
         variants = [
             Variant("empty TRACEPOINT_PROBE", "tp", text=EMPTY_TP),
             Variant("empty RAW_TRACEPOINT_PROBE", "raw", text=EMPTY_RAW),
-            Variant("hotpath, no stacks", "tp", src_file=BPF_SOURCE,
+            Variant("hotpath, no stacks", switch_kind(BPF_SOURCE), src_file=BPF_SOURCE,
                     cflags=hotpath_flags(BPF_DIR, True, user=False) + extra),
-            Variant("hotpath, user stack (default)", "tp", src_file=BPF_SOURCE,
+            Variant("hotpath, user stack (default)", switch_kind(BPF_SOURCE), src_file=BPF_SOURCE,
                     cflags=hotpath_flags(BPF_DIR, True) + extra),
-            Variant("hotpath, user+kernel stacks", "tp", src_file=BPF_SOURCE,
+            Variant("hotpath, user+kernel stacks", switch_kind(BPF_SOURCE), src_file=BPF_SOURCE,
                     cflags=hotpath_flags(BPF_DIR, True, kernel=True) + extra),
         ]
         if ref is not None:
+            ref_src = ref / "hotpath.bpf.c"
             variants += [
-                Variant(f"ref {args.ref}, user stack", "tp", src_file=ref / "hotpath.bpf.c",
+                Variant(f"ref {args.ref}, user stack", switch_kind(ref_src), src_file=ref_src,
                         cflags=hotpath_flags(ref, True)),
-                Variant(f"ref {args.ref}, user+kernel", "tp", src_file=ref / "hotpath.bpf.c",
+                Variant(f"ref {args.ref}, user+kernel", switch_kind(ref_src), src_file=ref_src,
                         cflags=hotpath_flags(ref, True, kernel=True)),
             ]
         variants = [v for v in variants if not args.match or re.search(args.match, v.name)]

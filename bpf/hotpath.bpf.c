@@ -129,12 +129,12 @@ BPF_HASH(offcpu_counts0, struct hp_key, u64, HP_COUNTS_ENTRIES);
 BPF_HASH(offcpu_counts1, struct hp_key, u64, HP_COUNTS_ENTRIES);
 /* LRU: a task that exits while switched out never switches back in; its entry must age out
  * instead of filling the map (it did, on a busy host, within a minute). */
-BPF_TABLE("lru_hash", u32, struct hp_start, start, HP_START_ENTRIES);
+BPF_TABLE("lru_hash", u64, struct hp_start, start, HP_START_ENTRIES);
 /* Per-thread stack-sampling predictor (see hotpath.h); LRU for the same reason as `start`. */
-BPF_TABLE("lru_hash", u32, struct hp_thread, threads, HP_THREAD_ENTRIES);
+BPF_TABLE("lru_hash", u64, struct hp_thread, threads, HP_THREAD_ENTRIES);
 BPF_PERCPU_ARRAY(cpu_last, struct hp_cpu, 1);
 BPF_ARRAY(pending, u32, HP_PENDING_SLOTS);
-/* Exits per p-cache slot: a tid is reused soon (pid_max is often 32768), and a new thread must
+/* Exits per p-cache slot: a task struct is reused soon after its task exits, and a new thread must
  * not inherit a dead one's p (its first span must be exact), from `threads` or any CPU's cache. */
 BPF_ARRAY(exits, u32, HP_PCACHE_SLOTS);
 
@@ -148,15 +148,15 @@ static __always_inline u32 hp_offcpu_p(u64 recent)
 }
 
 /* Close a span whose stacks were taken (its `start` entry) at `end`, weighting its time by 1/p. */
-static __always_inline void hp_offcpu_end(u32 tid, u64 end, u32 p, u64 gen)
+static __always_inline void hp_offcpu_end(u64 task, u64 end, u32 p, u64 gen)
 {
-    struct hp_start *sp = start.lookup(&tid);
+    struct hp_start *sp = start.lookup(&task);
     if (!sp)
         return;
     u64 delta = end - sp->ts;
     struct hp_key key = sp->key;
     u64 then = sp->gen;
-    start.delete(&tid);
+    start.delete(&task);
     if (delta < MIN_BLOCK_NS) {
         hp_stat(HP_STAT_SHORT_BLOCKS);
         return;
@@ -183,9 +183,16 @@ static __always_inline int hp_draw(struct hp_cpu *c, u32 p)
     return (u32)(c->rng >> 48) < p;
 }
 
-static __always_inline void hp_pending_add(u32 tid, int delta)
+/* A task's slot in `pending` and the p cache: task structs are a few KiB apart, so drop the low
+ * bits and fold in higher ones. */
+static __always_inline u32 hp_slot(u64 task)
 {
-    u32 slot = tid & (HP_PENDING_SLOTS - 1);
+    return (u32)((task >> 10) ^ (task >> 22));
+}
+
+static __always_inline void hp_pending_add(u64 task, int delta)
+{
+    u32 slot = hp_slot(task) & (HP_PENDING_SLOTS - 1);
     u32 *n = pending.lookup(&slot);
     if (n)
         __sync_fetch_and_add(n, delta);
@@ -193,58 +200,74 @@ static __always_inline void hp_pending_add(u32 tid, int delta)
 
 /* Every BPF helper call costs ~30-80 ns here (each return goes through the SRSO "safe RET"
  * thunk; bpf_ktime_get_ns also makes a retpolined clocksource call), comparable to the rest of a
- * context switch. So a sampled-out switch makes one call (the `threads` lookup) and reads no
- * clock: array lookups are inlined by the verifier, the PRNG is plain arithmetic.
- * Sampled spans need their switch-in time without a lookup by next_pid at every switch: the
- * switch-out counts the open span in `pending` (by tid hash), so a switch-in reads the clock only
+ * context switch. So a sampled-out switch makes no call at all (the p cache) or one (`threads`)
+ * and reads no clock: array lookups are inlined by the verifier, the PRNG is plain arithmetic.
+ * Sampled spans need their switch-in time without a lookup by next at every switch: the
+ * switch-out counts the open span in `pending` (by task slot), so a switch-in reads the clock only
  * when `pending` says next may have one, into `cpu_last`; the thread's next switch-out (it has
  * been on this CPU ever since) closes the span with it. So a span is reported at the thread's
- * next switch-out or exit, one on-CPU stretch late. */
-TRACEPOINT_PROBE(sched, sched_switch)
+ * next switch-out or exit, one on-CPU stretch late.
+ * A raw tracepoint, not TRACEPOINT_PROBE: the perf-event tracepoint path formats a trace record
+ * (comm strings included) before any program runs; an empty TRACEPOINT_PROBE alone cost +4-9 %
+ * on a pinned `perf bench sched pipe`, and this program costs ~2.5 points less than its
+ * TRACEPOINT_PROBE form did (bench/bpf_overhead.py --only offcpu --pin 0 --ref f9b4469). Its arguments are task pointers, used only as
+ * opaque keys (reading the tasks would need kernel struct layouts); the pid comes from a helper,
+ * since prev is the current task, and only off the cheap path. A task struct freed and reused keeps no state: its last
+ * switch-out (TASK_DEAD) deletes it. */
+RAW_TRACEPOINT_PROBE(sched_switch)
 {
     int zero = 0;
     struct hp_cpu *c = cpu_last.lookup(&zero);
     if (!c)
         return 0;
     u64 in_ts = c->ts;
-    u32 in_tid = c->tid;
-    u32 next = args->next_pid;
-    u32 slot = next & (HP_PENDING_SLOTS - 1);
+    u64 in_task = c->task;
+    u64 next = ctx->args[2];
+    u32 slot = hp_slot(next) & (HP_PENDING_SLOTS - 1);
     u32 *pend = pending.lookup(&slot);
     u64 now = 0;
     if (pend && *pend)
         now = bpf_ktime_get_ns();
     c->ts = now;
-    c->tid = next;
+    c->task = next;
 
-    u32 prev = args->prev_pid;
-    if (prev == 0)
+    u64 prev = ctx->args[1];
+    if (prev == c->idle)
         return 0;
-#ifdef FILTER_PIDS
-    if (!hp_wanted(bpf_get_current_pid_tgid() >> 32))
-        return 0;
-#endif
+    u64 state = ctx->args[3];
+    int exiting = (state & HP_TASK_DEAD) != 0;
+    int preempted = ctx->args[0] || (state & HP_TASK_BLOCKED_BITS) == 0;
     /* A sampled-out switch-out must not even look up `threads` (a helper call): if prev can
      * have no open span (its `pending` slot is 0) and this CPU's p cache knows prev, draw from
      * the cached p. A stale p (changed by a span closed on another CPU) only changes how often
      * prev is sampled, not the weight: the sampled span is weighted by the p it was drawn with. */
     u32 p_used = 0;
-    int exiting = (args->prev_state & HP_PREV_STATE_EXITING) != 0;
-    u32 pslot = prev & (HP_PENDING_SLOTS - 1);
+    u32 pslot = hp_slot(prev) & (HP_PENDING_SLOTS - 1);
     u32 *ppend = pending.lookup(&pslot);
-    u32 ci = prev & (HP_PCACHE_SLOTS - 1);
+    u32 ci = hp_slot(prev) & (HP_PCACHE_SLOTS - 1);
     u32 *epoch = exits.lookup(&ci);
     if (!epoch)
         return 0;
-    if (!exiting && ppend && *ppend == 0 && c->pcache[ci].tid == prev && c->pcache[ci].p &&
+    if (!exiting && ppend && *ppend == 0 && c->pcache[ci].task == prev && c->pcache[ci].p &&
         c->pcache[ci].epoch == *epoch) {
         u32 p = c->pcache[ci].p;
         if (p < HP_P_ONE && !hp_draw(c, p)) {
             hp_stat(HP_STAT_SAMPLED_OUT);
-            return 0; /* the common, cheap path: no helper call, no clock, no stacks */
+            return 0; /* the common, cheap path: no clock, no stacks */
         }
         p_used = p;
     }
+    /* Past the cheap path: who prev is (it is still the current task here). */
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = (u32)id;
+    if (tid == 0) {
+        c->idle = prev; /* this CPU's idle task, skipped from now on without a helper call */
+        return 0;
+    }
+#ifdef FILTER_PIDS
+    if (!hp_wanted(id >> 32))
+        return 0;
+#endif
     u64 gen = hp_control(HP_CTL_STACKGEN);
     struct hp_thread *t = threads.lookup(&prev);
     if (t) {
@@ -253,7 +276,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
              * prev and was timed. Anything else means a run of this program was skipped (the
              * kernel counts those as the program's recursion misses). */
             hp_pending_add(prev, -1);
-            if (in_tid == prev && in_ts > t->out_ts) {
+            if (in_task == prev && in_ts > t->out_ts) {
                 u64 delta = in_ts - t->out_ts;
                 hp_offcpu_end(prev, in_ts, t->p, gen);
                 u64 decayed = t->recent - (t->recent >> HP_OFFCPU_DECAY_SHIFT);
@@ -266,13 +289,13 @@ TRACEPOINT_PROBE(sched, sched_switch)
             t->out_ts = 0;
         }
         if (exiting) {
-            /* Its last switch-out: forget it, so a thread reusing the tid starts fresh. */
+            /* Its last switch-out: forget it, so a task reusing the struct starts fresh. */
             threads.delete(&prev);
             __sync_fetch_and_add(epoch, 1);
             return 0;
         }
         if (!p_used) {
-            c->pcache[ci].tid = prev;
+            c->pcache[ci].task = prev;
             c->pcache[ci].p = t->p;
             c->pcache[ci].epoch = *epoch;
             if (t->p < HP_P_ONE && !hp_draw(c, t->p)) {
@@ -284,7 +307,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
     } else {
         /* A thread never seen (or evicted from the LRU): assume it just blocked MIN_BLOCK_NS,
          * so its first span is exact. An evicted thread's open span closes with weight 1. */
-        if (in_tid == prev && in_ts)
+        if (in_task == prev && in_ts)
             hp_offcpu_end(prev, in_ts, HP_P_ONE, gen);
         if (exiting)
             return 0;
@@ -304,23 +327,23 @@ TRACEPOINT_PROBE(sched, sched_switch)
     struct hp_start s = {};
     s.ts = now;
     s.gen = gen;
-    s.key.tgid = bpf_get_current_pid_tgid() >> 32;
-    s.key.tid = prev;
+    s.key.tgid = id >> 32;
+    s.key.tid = tid;
     s.key.cgroup_id = bpf_get_current_cgroup_id();
     bpf_get_current_comm(&s.key.comm, sizeof(s.key.comm));
     s.key.stack_map = gen & 1;
 #ifndef OFFCPU_NO_KERNEL_STACK
-    s.key.kernel_err = hp_take_stack(args, 1, 0, s.key.stack_map, &s.key.kernel_stack);
+    s.key.kernel_err = hp_take_stack(ctx, 1, 0, s.key.stack_map, &s.key.kernel_stack);
 #endif
 #ifndef OFFCPU_NO_USER_STACK
-    s.key.user_err = hp_take_stack(args, 1, BPF_F_USER_STACK, s.key.stack_map, &s.key.user_stack);
+    s.key.user_err = hp_take_stack(ctx, 1, BPF_F_USER_STACK, s.key.stack_map, &s.key.user_stack);
 #endif
     if (start.update(&prev, &s) != 0) {
         hp_stat(HP_STAT_START_FULL);
         return 0;
     }
     t->out_ts = now;
-    t->preempted = (args->prev_state & HP_PREV_STATE_BLOCKED) == 0;
+    t->preempted = preempted;
     hp_pending_add(prev, 1);
     return 0;
 }

@@ -75,7 +75,7 @@
 #ifndef HP_THREAD_ENTRIES
 #define HP_THREAD_ENTRIES HP_START_ENTRIES
 #endif
-/* Slots of `pending` (a power of two): open sampled spans counted by tid & (slots - 1). */
+/* Slots of `pending` (a power of two): open sampled spans counted by task slot (hp_slot). */
 #ifndef HP_PENDING_SLOTS
 #define HP_PENDING_SLOTS 4096
 #endif
@@ -89,13 +89,13 @@ struct hp_thread {
     __u32 preempted; /* the open span began with a preemption (runnable, not blocked) */
 };
 
-/* sched_switch's reported prev_state bits of a task switching out for the last time (tracefs
- * format: 0x10 "X" EXIT_DEAD, 0x20 "Z" EXIT_ZOMBIE; stable tracepoint ABI, not a struct layout). */
-#define HP_PREV_STATE_EXITING 0x30
-/* Reported prev_state of a preempted task: "R" (0) or "R+" (TASK_REPORT_MAX, above these bits). */
-#define HP_PREV_STATE_BLOCKED 0xff
+/* The raw sched_switch tracepoint's prev_state argument is the task's state word; these are the
+ * bits tracefs prints for it ("print fmt" of sched_switch), not a struct layout. TASK_DEAD marks a
+ * task's last switch-out; the low bits a task that blocked (rather than was preempted). */
+#define HP_TASK_DEAD 0x80
+#define HP_TASK_BLOCKED_BITS 0x0f /* INTERRUPTIBLE, UNINTERRUPTIBLE, STOPPED, TRACED */
 
-/* Per-CPU cache of threads' sampling probabilities, by tid (a power of two). */
+/* Per-CPU cache of threads' sampling probabilities, by task slot (a power of two). */
 #ifndef HP_PCACHE_SLOTS
 #define HP_PCACHE_SLOTS 16
 #endif
@@ -103,14 +103,13 @@ struct hp_thread {
 /* Per-CPU state (map `cpu_last`): the last context switch on this CPU, and the p cache. */
 struct hp_cpu {
     __u64 ts;       /* its time if the thread switched in had an open sampled span, else 0 */
-    __u32 tid;      /* the thread it switched in */
-    __u32 pad;
+    __u64 task;     /* the thread it switched in (task pointer, an opaque key) */
+    __u64 idle;     /* this CPU's idle task (pointer), once seen; 0 before */
     __u64 rng;      /* PRNG state for the sampling draws */
     struct {
-        __u32 tid;
+        __u64 task;
         __u32 p;    /* that thread's p when this CPU last looked; 0 = empty */
         __u32 epoch; /* `exits` of its slot then: a thread of that slot exiting invalidates it */
-        __u32 pad;
     } pcache[HP_PCACHE_SLOTS];
 };
 
