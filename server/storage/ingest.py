@@ -135,7 +135,8 @@ def store(storage: Storage, table: ProfileTable, labels: dict[str, str], key: st
     total = int(values[:, main].sum()) if n else 0
     storage.partitions.ensure_day(ts)
 
-    assignment = storage.dictionary.plan(table.frames, table.flat_stacks())
+    flat_stacks = table.flat_stacks()  # made once: a table decoded to tuples (folded text) builds it
+    assignment = storage.dictionary.plan(table.frames, flat_stacks)
     # JSON-safe in browsers; unique within (series, second), not a secret: the process PRNG (reseeded
     # after fork) spares a getrandom() syscall per request.
     batch_id = random.getrandbits(53)
@@ -155,7 +156,7 @@ def store(storage: Storage, table: ProfileTable, labels: dict[str, str], key: st
     else:
         with db.write(storage.engine) as conn:
             if not assignment.complete:
-                storage.dictionary.fill(conn, assignment, table.flat_stacks())
+                storage.dictionary.fill(conn, assignment, flat_stacks)
             row = _row(assignment, values, label_idx if has_labels else None, label_sets, meta)
             stored = _insert_batch(conn, row, key, now_s)
             if stored:
