@@ -7,8 +7,9 @@
  * flipping away from it, so stacks referenced by pending off-CPU spans stay valid.
  *
  * Options (cflags): -DFILTER_PIDS (only tgids in pid_filter), -DINCLUDE_IDLE, -DOFFCPU,
- * -DMIN_BLOCK_NS=<ns>, -DHP_OFFCPU_MIN_P=<1..65536> and -DHP_OFFCPU_DECAY_SHIFT=<n> (off-CPU stack
- * sampling, see hotpath.h), map sizes as in hotpath.h.
+ * -DMIN_BLOCK_NS=<ns>, -DHP_OFFCPU_MIN_P=<1..65536>, -DHP_OFFCPU_DECAY_SHIFT=<n>,
+ * -DHP_OFFCPU_BUDGET=<spans/s> and -DHP_OFFCPU_FLOOR_MIN=<1..MIN_P> (off-CPU stack sampling, see
+ * hotpath.h), map sizes as in hotpath.h.
  */
 #include <uapi/linux/ptrace.h>
 #include <uapi/linux/bpf_perf_event.h>
@@ -122,8 +123,14 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 #if HP_OFFCPU_MIN_P < 1 || HP_OFFCPU_MIN_P > HP_P_ONE
 #error "HP_OFFCPU_MIN_P must be in 1..65536"
 #endif
-#if HP_PENDING_SLOTS & (HP_PENDING_SLOTS - 1)
-#error "HP_PENDING_SLOTS must be a power of two"
+#if HP_OFFCPU_FLOOR_MIN < 1 || HP_OFFCPU_FLOOR_MIN > HP_OFFCPU_MIN_P
+#error "HP_OFFCPU_FLOOR_MIN must be in 1..HP_OFFCPU_MIN_P"
+#endif
+#if HP_TASK_SLOTS & (HP_TASK_SLOTS - 1)
+#error "HP_TASK_SLOTS must be a power of two"
+#endif
+#if HP_PCACHE_SLOTS > HP_TASK_SLOTS || HP_PCACHE_SLOTS & (HP_PCACHE_SLOTS - 1)
+#error "HP_PCACHE_SLOTS must be a power of two, at most HP_TASK_SLOTS"
 #endif
 BPF_HASH(offcpu_counts0, struct hp_key, u64, HP_COUNTS_ENTRIES);
 BPF_HASH(offcpu_counts1, struct hp_key, u64, HP_COUNTS_ENTRIES);
@@ -133,18 +140,41 @@ BPF_TABLE("lru_hash", u64, struct hp_start, start, HP_START_ENTRIES);
 /* Per-thread stack-sampling predictor (see hotpath.h); LRU for the same reason as `start`. */
 BPF_TABLE("lru_hash", u64, struct hp_thread, threads, HP_THREAD_ENTRIES);
 BPF_PERCPU_ARRAY(cpu_last, struct hp_cpu, 1);
-BPF_ARRAY(pending, u32, HP_PENDING_SLOTS);
-/* Exits per p-cache slot: a task struct is reused soon after its task exits, and a new thread must
- * not inherit a dead one's p (its first span must be exact), from `threads` or any CPU's cache. */
-BPF_ARRAY(exits, u32, HP_PCACHE_SLOTS);
+BPF_ARRAY(slots, struct hp_slot_state, HP_TASK_SLOTS);
 
-/* Probability (of HP_P_ONE) of taking stacks at a thread's next switch-out. */
+/* A thread's probability (of HP_P_ONE) of stacks at its next switch-out, before the scale. */
 static __always_inline u32 hp_offcpu_p(u64 recent)
 {
     if (recent >= MIN_BLOCK_NS)
         return HP_P_ONE;
     u64 p = (recent << 16) / (MIN_BLOCK_NS ? MIN_BLOCK_NS : 1);
     return p < HP_OFFCPU_MIN_P ? HP_OFFCPU_MIN_P : (u32)p;
+}
+
+/* p with this CPU's scale applied (p = 1 stays exact). */
+static __always_inline u32 hp_scaled(struct hp_cpu *c, u32 p)
+{
+    if (p >= HP_P_ONE || !c->scale)
+        return p;
+    u32 q = (u32)(((u64)p * c->scale) >> 16);
+    return q < HP_OFFCPU_FLOOR_MIN ? HP_OFFCPU_FLOOR_MIN : q;
+}
+
+/* At a sampled switch-out (the clock was read anyway): once a window has passed, rescale so
+ * that this CPU's spans sampled with p < 1 in a window like the last one meet the budget. */
+static __always_inline void hp_scale_update(struct hp_cpu *c, u64 now, u32 p_used)
+{
+    if (p_used < HP_P_ONE)
+        c->win_sampled++;
+    u64 dt = now - c->win_ts;
+    if (dt < HP_SCALE_WINDOW_NS)
+        return;
+    u64 allowed = (u64)HP_OFFCPU_BUDGET * dt / 1000000000ULL;
+    u64 sampled = c->win_sampled ? c->win_sampled : 1;
+    u64 scale = ((u64)(c->scale ? c->scale : HP_P_ONE) * allowed) / sampled;
+    c->scale = scale > HP_P_ONE ? HP_P_ONE : scale < 1 ? 1 : (u32)scale;
+    c->win_ts = now;
+    c->win_sampled = 0;
 }
 
 /* Close a span whose stacks were taken (its `start` entry) at `end`, weighting its time by 1/p. */
@@ -183,19 +213,11 @@ static __always_inline int hp_draw(struct hp_cpu *c, u32 p)
     return (u32)(c->rng >> 48) < p;
 }
 
-/* A task's slot in `pending` and the p cache: task structs are a few KiB apart, so drop the low
+/* A task's slot in `slots` (and, masked, the p cache): task structs are a few KiB apart, so drop the low
  * bits and fold in higher ones. */
 static __always_inline u32 hp_slot(u64 task)
 {
-    return (u32)((task >> 10) ^ (task >> 22));
-}
-
-static __always_inline void hp_pending_add(u64 task, int delta)
-{
-    u32 slot = hp_slot(task) & (HP_PENDING_SLOTS - 1);
-    u32 *n = pending.lookup(&slot);
-    if (n)
-        __sync_fetch_and_add(n, delta);
+    return (u32)((task >> 10) ^ (task >> 22)) & (HP_TASK_SLOTS - 1);
 }
 
 /* Every BPF helper call costs ~30-80 ns here (each return goes through the SRSO "safe RET"
@@ -203,8 +225,8 @@ static __always_inline void hp_pending_add(u64 task, int delta)
  * context switch. So a sampled-out switch makes no call at all (the p cache) or one (`threads`)
  * and reads no clock: array lookups are inlined by the verifier, the PRNG is plain arithmetic.
  * Sampled spans need their switch-in time without a lookup by next at every switch: the
- * switch-out counts the open span in `pending` (by task slot), so a switch-in reads the clock only
- * when `pending` says next may have one, into `cpu_last`; the thread's next switch-out (it has
+ * switch-out counts the open span in `slots` (by task slot), so a switch-in reads the clock only
+ * when `slots` says next may have one, into `cpu_last`; the thread's next switch-out (it has
  * been on this CPU ever since) closes the span with it. So a span is reported at the thread's
  * next switch-out or exit, one on-CPU stretch late.
  * A raw tracepoint, not TRACEPOINT_PROBE: the perf-event tracepoint path formats a trace record
@@ -223,40 +245,38 @@ RAW_TRACEPOINT_PROBE(sched_switch)
     u64 in_ts = c->ts;
     u64 in_task = c->task;
     u64 next = ctx->args[2];
-    u32 slot = hp_slot(next) & (HP_PENDING_SLOTS - 1);
-    u32 *pend = pending.lookup(&slot);
+    u32 nslot = hp_slot(next);
+    struct hp_slot_state *ns = slots.lookup(&nslot);
     u64 now = 0;
-    if (pend && *pend)
+    if (ns && ns->open)
         now = bpf_ktime_get_ns();
     c->ts = now;
     c->task = next;
-
     u64 prev = ctx->args[1];
     if (prev == c->idle)
         return 0;
     u64 state = ctx->args[3];
-    int exiting = (state & HP_TASK_DEAD) != 0;
-    int preempted = ctx->args[0] || (state & HP_TASK_BLOCKED_BITS) == 0;
+    u32 pslot = hp_slot(prev);
+    struct hp_slot_state *ps = slots.lookup(&pslot);
+    if (!ps)
+        return 0;
     /* A sampled-out switch-out must not even look up `threads` (a helper call): if prev can
-     * have no open span (its `pending` slot is 0) and this CPU's p cache knows prev, draw from
+     * have no open span (its slot has none) and this CPU's p cache knows prev, draw from
      * the cached p. A stale p (changed by a span closed on another CPU) only changes how often
      * prev is sampled, not the weight: the sampled span is weighted by the p it was drawn with. */
     u32 p_used = 0;
-    u32 pslot = hp_slot(prev) & (HP_PENDING_SLOTS - 1);
-    u32 *ppend = pending.lookup(&pslot);
-    u32 ci = hp_slot(prev) & (HP_PCACHE_SLOTS - 1);
-    u32 *epoch = exits.lookup(&ci);
-    if (!epoch)
-        return 0;
-    if (!exiting && ppend && *ppend == 0 && c->pcache[ci].task == prev && c->pcache[ci].p &&
-        c->pcache[ci].epoch == *epoch) {
-        u32 p = c->pcache[ci].p;
+    u32 ci = pslot & (HP_PCACHE_SLOTS - 1);
+    int exiting = (state & HP_TASK_DEAD) != 0;
+    if (!exiting && ps->open == 0 && c->pcache[ci].task == prev && c->pcache[ci].p &&
+        c->pcache[ci].epoch == ps->exits) {
+        u32 p = hp_scaled(c, c->pcache[ci].p);
         if (p < HP_P_ONE && !hp_draw(c, p)) {
             hp_stat(HP_STAT_SAMPLED_OUT);
             return 0; /* the common, cheap path: no clock, no stacks */
         }
         p_used = p;
     }
+    int preempted = ctx->args[0] || (state & HP_TASK_BLOCKED_BITS) == 0;
     /* Past the cheap path: who prev is (it is still the current task here). */
     u64 id = bpf_get_current_pid_tgid();
     u32 tid = (u32)id;
@@ -275,7 +295,7 @@ RAW_TRACEPOINT_PROBE(sched_switch)
             /* Close the open sampled span. A valid switch-in: this CPU's last switch scheduled
              * prev and was timed. Anything else means a run of this program was skipped (the
              * kernel counts those as the program's recursion misses). */
-            hp_pending_add(prev, -1);
+            __sync_fetch_and_add(&ps->open, -1);
             if (in_task == prev && in_ts > t->out_ts) {
                 u64 delta = in_ts - t->out_ts;
                 hp_offcpu_end(prev, in_ts, t->p, gen);
@@ -291,18 +311,19 @@ RAW_TRACEPOINT_PROBE(sched_switch)
         if (exiting) {
             /* Its last switch-out: forget it, so a task reusing the struct starts fresh. */
             threads.delete(&prev);
-            __sync_fetch_and_add(epoch, 1);
+            __sync_fetch_and_add(&ps->exits, 1);
             return 0;
         }
         if (!p_used) {
             c->pcache[ci].task = prev;
             c->pcache[ci].p = t->p;
-            c->pcache[ci].epoch = *epoch;
-            if (t->p < HP_P_ONE && !hp_draw(c, t->p)) {
+            c->pcache[ci].epoch = ps->exits;
+            u32 p = hp_scaled(c, t->p);
+            if (p < HP_P_ONE && !hp_draw(c, p)) {
                 hp_stat(HP_STAT_SAMPLED_OUT);
                 return 0;
             }
-            p_used = t->p;
+            p_used = p;
         }
     } else {
         /* A thread never seen (or evicted from the LRU): assume it just blocked MIN_BLOCK_NS,
@@ -324,6 +345,7 @@ RAW_TRACEPOINT_PROBE(sched_switch)
     t->p = p_used;
     if (!now)
         now = bpf_ktime_get_ns();
+    hp_scale_update(c, now, p_used);
     struct hp_start s = {};
     s.ts = now;
     s.gen = gen;
@@ -344,7 +366,7 @@ RAW_TRACEPOINT_PROBE(sched_switch)
     }
     t->out_ts = now;
     t->preempted = preempted;
-    hp_pending_add(prev, 1);
+    __sync_fetch_and_add(&ps->open, 1);
     return 0;
 }
 #endif

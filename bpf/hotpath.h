@@ -53,7 +53,7 @@
  * blocks of microseconds, far below MIN_BLOCK_NS, which are never reported. So each thread keeps
  * a decaying maximum of its recent (sampled) off-CPU span lengths, and each of its switch-outs is
  * sampled (timed, stacks taken) with probability
- *   p = clamp(recent / MIN_BLOCK_NS, HP_OFFCPU_MIN_P / 65536, 1);
+ *   p = clamp(recent / MIN_BLOCK_NS, HP_OFFCPU_MIN_P / 65536, 1)   (then scaled: see below);
  * a reported span is weighted by 1/p (Horvitz-Thompson: unbiased, as p is fixed before the span's
  * length is known). A thread that blocked long lately, or was never seen, has p = 1, so its spans
  * are exact. HP_OFFCPU_MIN_P=65536 samples every span (the old behaviour).
@@ -62,12 +62,28 @@
  * runqueue wait after preemption says how busy the CPU is, not how the thread blocks, and on a
  * loaded host those kept ping-pong threads at p = 1 (they are still sampled, at p, and weighted).
  * Known cost of the per-span decay: a thread with ~50 short blocks between long ones meets each
- * long one at p near the floor, so its own off-CPU total is noisy (unbiased; about +-40% per 2 s
- * for one such thread); a wall-time half-life fixed that but let runqueue waits on a busy host
+ * long one at p near the floor (lower still under a switch storm), so its own off-CPU total is
+ * noisy (unbiased; about +-40% per 2 s for one such thread); a wall-time half-life fixed that but let runqueue waits on a busy host
  * keep every thread at p = 1 (sched pipe in-program 221 -> 1938 ns per switch). */
 #ifndef HP_OFFCPU_MIN_P
 #define HP_OFFCPU_MIN_P 1024    /* 1/64 */
 #endif
+/* Under a context-switch storm the sampled spans themselves are the cost: each takes a user stack
+ * (~2 us here, as walking a binary built without frame pointers faults), and at a pinned sched
+ * pipe's ~260k switches/s, with p at 1/64..1/40 (a thread's recent maximum is set by its rare
+ * longer spans), that was ~45 ns of every switch spent on spans nearly all microseconds long.
+ * So each CPU multiplies p < 1 by a scale (<= 1) that keeps the spans it samples with p < 1
+ * under HP_OFFCPU_BUDGET per second (about 0.3 % of a CPU), down to HP_OFFCPU_FLOOR_MIN:
+ *   p = max(p * scale of this CPU, HP_OFFCPU_FLOOR_MIN / 65536), for p < 1.
+ * The scale is set from the previous window's sampled count, before the spans it applies to
+ * begin, so the 1/p weights stay unbiased; threads with p = 1 (long blocks lately) stay exact. */
+#ifndef HP_OFFCPU_BUDGET
+#define HP_OFFCPU_BUDGET 1000
+#endif
+#ifndef HP_OFFCPU_FLOOR_MIN
+#define HP_OFFCPU_FLOOR_MIN 64  /* 1/1024 */
+#endif
+#define HP_SCALE_WINDOW_NS 20000000ULL
 #ifndef HP_OFFCPU_DECAY_SHIFT
 #define HP_OFFCPU_DECAY_SHIFT 3
 #endif
@@ -75,17 +91,17 @@
 #ifndef HP_THREAD_ENTRIES
 #define HP_THREAD_ENTRIES HP_START_ENTRIES
 #endif
-/* Slots of `pending` (a power of two): open sampled spans counted by task slot (hp_slot). */
-#ifndef HP_PENDING_SLOTS
-#define HP_PENDING_SLOTS 4096
+/* Task slots (map `slots`, a power of two): tasks are hashed into them by pointer (hp_slot). */
+#ifndef HP_TASK_SLOTS
+#define HP_TASK_SLOTS 4096
 #endif
 
 /* Per-thread sampling state (map `threads`, BPF side only: user space never reads it). */
 struct hp_thread {
     __u64 out_ts;   /* switch-out time of the open sampled span (stacks in `start`); 0 = none */
     __u64 recent;   /* decaying maximum of recent sampled span lengths, ns */
-    __u32 p;        /* sampling probability (of HP_P_ONE) of its switch-outs, fixed until the
-                     * next sampled span closes, so it is also that span's weight 1/p */
+    __u32 p;        /* while a sampled span is open, the p (of HP_P_ONE) it was drawn with: its
+                     * weight is 1/p; after it closes, p from `recent`, before any CPU's scale */
     __u32 preempted; /* the open span began with a preemption (runnable, not blocked) */
 };
 
@@ -97,8 +113,16 @@ struct hp_thread {
 
 /* Per-CPU cache of threads' sampling probabilities, by task slot (a power of two). */
 #ifndef HP_PCACHE_SLOTS
-#define HP_PCACHE_SLOTS 16
+#define HP_PCACHE_SLOTS 256
 #endif
+
+/* Per task slot (map `slots`, shared by all CPUs): open sampled spans of its threads, and how
+ * many of its threads have exited (a p cached for a thread of the slot is valid only while that
+ * count is unchanged: a task struct is reused soon after its task exits). */
+struct hp_slot_state {
+    __u32 open;
+    __u32 exits;
+};
 
 /* Per-CPU state (map `cpu_last`): the last context switch on this CPU, and the p cache. */
 struct hp_cpu {
@@ -106,9 +130,12 @@ struct hp_cpu {
     __u64 task;     /* the thread it switched in (task pointer, an opaque key) */
     __u64 idle;     /* this CPU's idle task (pointer), once seen; 0 before */
     __u64 rng;      /* PRNG state for the sampling draws */
+    __u64 win_ts;   /* start of the scale's window, ns (0 before the first) */
+    __u32 win_sampled; /* spans sampled with p < 1 since win_ts */
+    __u32 scale;    /* of HP_P_ONE, applied to p < 1; 0 = 1 (until the first window) */
     struct {
         __u64 task;
-        __u32 p;    /* that thread's p when this CPU last looked; 0 = empty */
+        __u32 p;    /* that thread's p before the scale, when this CPU last looked; 0 = empty */
         __u32 epoch; /* `exits` of its slot then: a thread of that slot exiting invalidates it */
     } pcache[HP_PCACHE_SLOTS];
 };

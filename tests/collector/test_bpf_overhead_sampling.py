@@ -79,3 +79,28 @@ def test_reused_tid_of_a_short_blocker_starts_exact(bpf_ready: None, build) -> N
         pytest.fail("could not get a tid reused within 5 attempts (host forking too much?)")
     finally:
         bpf.cleanup()
+
+
+def test_switch_storm_lowers_the_floor_to_the_budget(bpf_ready: None) -> None:
+    """At a pinned sched pipe's ~250k switches/s, a fixed 1/64 floor would sample ~4,000 spans a
+    second (each with a user stack); the per-CPU floor keeps it near HP_OFFCPU_BUDGET."""
+    import bcc
+
+    budget = 200
+    bpf = bcc.BPF(src_file=str(ROOT / "bpf/hotpath.bpf.c").encode(),
+                  cflags=build_cflags(True, 1_000_000, None) + [f"-DHP_OFFCPU_BUDGET={budget}"])
+    try:
+        t0 = time.monotonic()
+        subprocess.run(["taskset", "-c", "0", "perf", "bench", "sched", "pipe", "-l", "200000"],
+                       check=True, stdout=subprocess.DEVNULL)
+        seconds = time.monotonic() - t0
+        stats = bpf[b"stats"]
+        sampled_out = sum(stats[stats.Key(6)])
+        sampled = sum(stats[stats.Key(5)])  # sampled spans that closed short (all of sched pipe's)
+    finally:
+        bpf.cleanup()
+    switches = sampled + sampled_out
+    assert switches > 300_000, switches
+    # Both CPUs may sample up to the budget; new threads start at p = 1 (a few dozen spans each).
+    assert sampled <= 2 * budget * seconds + 500, (sampled, seconds, switches)
+    assert sampled >= 0.2 * budget * seconds, (sampled, seconds)  # the floor did not collapse
