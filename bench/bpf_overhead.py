@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sched_pipe import sched_pipe
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 WORKLOAD = ROOT / "tests/collector/workloads/cpu_split.c"
@@ -144,13 +146,6 @@ def detach(bcc: Any, v: Variant) -> None:
             v.bpf.detach_raw_tracepoint(b"sched_switch")
     elif v.bpf.open_perf_events:
         v.bpf.detach_perf_event(ev_type=bcc.PerfType.SOFTWARE, ev_config=bcc.PerfSWConfig.CPU_CLOCK)
-
-
-def pipe_seconds(loops: int, pin: str | None) -> float:
-    prefix = ["taskset", "-c", pin] if pin else []
-    out = subprocess.run([*prefix, "perf", "bench", "sched", "pipe", "-l", str(loops)],
-                         capture_output=True, text=True, check=True).stdout
-    return float(re.search(r"Total time:\s*([\d.]+)", out).group(1))
 
 
 def cpu_work(exe: Path, iterations: int) -> tuple[float, float]:
@@ -287,8 +282,8 @@ def run(args: argparse.Namespace, bcc: Any, extra: list[str], ref: Path | None) 
         for v in variants:
             load(bcc, v)
         print(f"\n1. {'taskset -c ' + args.pin + ' ' if args.pin else ''}perf bench sched pipe -l {args.pipe_loops} (wall seconds; higher ratio = slower)")
-        run_rounds(bcc, variants, args.rounds, args.hz, lambda: (pipe_seconds(args.pipe_loops, args.pin),),
-                   ("sched pipe total time",), "s")
+        run_rounds(bcc, variants, args.rounds, args.hz, lambda: sched_pipe(args.pipe_loops, args.pin),
+                   ("sched pipe total time", "sched pipe CPU time"), "s")
         for v in variants:
             v.bpf.cleanup()
 

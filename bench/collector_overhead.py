@@ -36,6 +36,8 @@ import threading
 import time
 from pathlib import Path
 
+from sched_pipe import sched_pipe
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKLOAD = ROOT / "tests/collector/workloads/cpu_split.c"
 STATS_KNOB = Path("/proc/sys/kernel/bpf_stats_enabled")
@@ -262,6 +264,7 @@ def main() -> int:
     ap.add_argument("--pipe-rounds", type=int, help="rounds of section 2 (default: --rounds)")
     ap.add_argument("--only-steady", action="store_true", help="section 3 alone")
     ap.add_argument("--only-pipe", action="store_true", help="section 2 alone")
+    ap.add_argument("--pinned-only", action="store_true", help="section 2 without the unpinned runs")
     args = ap.parse_args()
     # kernel.bpf_stats_enabled makes every BPF program run also read the clock twice: on sched
     # pipe that alone cost several points here. Measure as a production host runs (the default,
@@ -296,33 +299,35 @@ def measure(args: argparse.Namespace) -> int:
     # 2. sched pipe. Pinned to one CPU, every message is a context switch there (the worst case
     # for the off-CPU program) and runs are steady (spread ~15 %); unpinned, this VM's cross-CPU
     # wake-ups swing runs 3x (14-42 s), so that figure is printed but says little.
-    def pipe(pin: bool) -> float:
-        cmd = ["taskset", "-c", "0"] if pin else []
-        out = subprocess.run([*cmd, "perf", "bench", "sched", "pipe", "-l", str(args.pipe_loops)],
-                             capture_output=True, text=True, check=True).stdout
-        return float(re.search(r"Total time:\s*([\d.]+)", out).group(1))
+    def pipe(pin: bool) -> tuple[float, float]:
+        return sched_pipe(args.pipe_loops, "0" if pin else None)
 
-    pipes: dict[str, list[float]] = {k: [] for k in ("none pinned", "agent pinned", "none", "agent")}
+    pinnings = (True,) if args.pinned_only else (True, False)
+    pipes: dict[tuple[str, bool], list[tuple[float, float]]] = {
+        (who, pin): [] for who in ("none", "agent") for pin in pinnings}
     for _ in range(args.pipe_rounds or args.rounds):
-        pipes["none pinned"].append(pipe(True))
-        pipes["none"].append(pipe(False))
+        for pin in pinnings:
+            pipes["none", pin].append(pipe(pin))
         agent = Collector(url, token, 19, "10s")
         agent.wait_for(r"sampling at")
         time.sleep(3)
-        pipes["agent pinned"].append(pipe(True))
-        pipes["agent"].append(pipe(False))
+        for pin in pinnings:
+            pipes["agent", pin].append(pipe(pin))
         agent.stop()
     print(f"\n2. perf bench sched pipe -l {args.pipe_loops}, agent with off-CPU on "
           f"(kernel.bpf_stats_enabled={STATS_KNOB.read_text().strip()})")
-    for pinned in (True, False):
-        suffix = " pinned" if pinned else ""
-        base = statistics.median(pipes["none" + suffix])
-        where = "both ends on CPU 0" if pinned else "unpinned (noisy here)"
-        print(f"   none   {where:22s} {fmt(pipes['none' + suffix], base)}")
-        print(f"   agent  {where:22s} {fmt(pipes['agent' + suffix], base)}")
-        paired = sorted(a / n for a, n in zip(pipes["agent" + suffix], pipes["none" + suffix]))
-        print(f"   agent / none of the same round: median x{statistics.median(paired):.3f} "
-              f"({(statistics.median(paired) - 1) * 100:+.1f}%), min..max {paired[0]:.3f}..{paired[-1]:.3f}")
+    for pin in pinnings:
+        where = "both ends on CPU 0" if pin else "unpinned (noisy here)"
+        for i, what in enumerate(("wall", "CPU")):
+            none = [m[i] for m in pipes["none", pin]]
+            agent_runs = [m[i] for m in pipes["agent", pin]]
+            base = statistics.median(none)
+            print(f"   none   {where:22s} {what:4s} {fmt(none, base)}")
+            print(f"   agent  {where:22s} {what:4s} {fmt(agent_runs, base)}")
+            paired = sorted(a / n for a, n in zip(agent_runs, none))
+            med = statistics.median(paired)
+            print(f"   agent / none of the same round, {what}: median x{med:.3f} ({(med - 1) * 100:+.1f}%), "
+                  f"IQR {paired[len(paired) // 4]:.3f}..{paired[3 * len(paired) // 4]:.3f}")
     if args.only_pipe:
         server.shutdown()
         return 0
