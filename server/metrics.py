@@ -12,7 +12,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from server.gunicorn_app import MULTIPROC_ENV
 
 
 class Metrics:
