@@ -213,8 +213,8 @@ static __always_inline int hp_draw(struct hp_cpu *c, u32 p)
     return (u32)(c->rng >> 48) < p;
 }
 
-/* A task's slot in `slots` (and, masked, the p cache): task structs are a few KiB apart, so drop the low
- * bits and fold in higher ones. */
+/* A task's slot in `slots` (and, masked, in the p cache): task structs are a few KiB apart, so
+ * drop the low bits and fold in higher ones. */
 static __always_inline u32 hp_slot(u64 task)
 {
     return (u32)((task >> 10) ^ (task >> 22)) & (HP_TASK_SLOTS - 1);
@@ -232,10 +232,11 @@ static __always_inline u32 hp_slot(u64 task)
  * A raw tracepoint, not TRACEPOINT_PROBE: the perf-event tracepoint path formats a trace record
  * (comm strings included) before any program runs; an empty TRACEPOINT_PROBE alone cost +4-9 %
  * on a pinned `perf bench sched pipe`, and this program costs ~2.5 points less than its
- * TRACEPOINT_PROBE form did (bench/bpf_overhead.py --only offcpu --pin 0 --ref f9b4469). Its arguments are task pointers, used only as
- * opaque keys (reading the tasks would need kernel struct layouts); the pid comes from a helper,
- * since prev is the current task, and only off the cheap path. A task struct freed and reused keeps no state: its last
- * switch-out (TASK_DEAD) deletes it. */
+ * TRACEPOINT_PROBE form did (bench/bpf_overhead.py --only offcpu --pin 0 --ref f9b4469).
+ * Its arguments are task pointers, used only as opaque keys (reading the tasks would need
+ * kernel struct layouts); the pid comes from a helper, since prev is the current task, and only
+ * off the cheap path. A task struct freed and reused keeps no state: its last switch-out
+ * (TASK_DEAD) deletes it. */
 RAW_TRACEPOINT_PROBE(sched_switch)
 {
     int zero = 0;

@@ -63,8 +63,9 @@
  * loaded host those kept ping-pong threads at p = 1 (they are still sampled, at p, and weighted).
  * Known cost of the per-span decay: a thread with ~50 short blocks between long ones meets each
  * long one at p near the floor (lower still under a switch storm), so its own off-CPU total is
- * noisy (unbiased; about +-40% per 2 s for one such thread); a wall-time half-life fixed that but let runqueue waits on a busy host
- * keep every thread at p = 1 (sched pipe in-program 221 -> 1938 ns per switch). */
+ * noisy (unbiased; about +-40% per 2 s for one such thread); a wall-time half-life fixed that
+ * but let runqueue waits on a busy host keep every thread at p = 1 (sched pipe in-program
+ * 221 -> 1938 ns per switch). */
 #ifndef HP_OFFCPU_MIN_P
 #define HP_OFFCPU_MIN_P 1024    /* 1/64 */
 #endif
