@@ -1,8 +1,9 @@
-"""Off-CPU span sampling on the real kernel: a reused tid must not inherit a dead thread's p.
+"""Off-CPU span sampling on the real kernel (bpf/hotpath.h).
 
 The sched_switch program samples a thread's switch-outs with a probability learned from its
-recent spans (bpf/hotpath.h). tids are reused soon (pid_max is often 32768): a new thread taking
-the tid of a dead short-blocker must start exact (p = 1), not at the dead thread's 1/64.
+recent spans. tids are reused soon (pid_max is often 32768): a new thread taking the tid of a
+dead short-blocker must start exact (p = 1), not at the dead thread's 1/64. Under a switch storm
+each CPU scales those probabilities down to keep its sampled spans near a budget per second.
 """
 
 from __future__ import annotations
