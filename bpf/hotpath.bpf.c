@@ -26,12 +26,17 @@ BPF_PERCPU_ARRAY(scratch, struct hp_stack, 2);  /* slot 0: on-CPU, 1: sched_swit
 BPF_HASH(cpu_counts0, struct hp_key, u64, HP_COUNTS_ENTRIES);
 BPF_HASH(cpu_counts1, struct hp_key, u64, HP_COUNTS_ENTRIES);
 
-static __always_inline void hp_stat(int slot)
+static __always_inline void hp_stat_add(int slot, u64 n)
 {
     int idx = slot;
     u64 *v = stats.lookup(&idx);
     if (v)
-        (*v)++;
+        *v += n;
+}
+
+static __always_inline void hp_stat(int slot)
+{
+    hp_stat_add(slot, 1);
 }
 
 static __always_inline u64 hp_control(int slot)
@@ -220,65 +225,26 @@ static __always_inline u32 hp_slot(u64 task)
     return (u32)((task >> 10) ^ (task >> 22)) & (HP_TASK_SLOTS - 1);
 }
 
-/* Every BPF helper call costs ~30-80 ns here (each return goes through the SRSO "safe RET"
- * thunk; bpf_ktime_get_ns also makes a retpolined clocksource call), comparable to the rest of a
- * context switch. So a sampled-out switch makes no call at all (the p cache) or one (`threads`)
- * and reads no clock: array lookups are inlined by the verifier, the PRNG is plain arithmetic.
- * Sampled spans need their switch-in time without a lookup by next at every switch: the
- * switch-out counts the open span in `slots` (by task slot), so a switch-in reads the clock only
- * when `slots` says next may have one, into `cpu_last`; the thread's next switch-out (it has
- * been on this CPU ever since) closes the span with it. So a span is reported at the thread's
- * next switch-out or exit, one on-CPU stretch late.
- * A raw tracepoint, not TRACEPOINT_PROBE: the perf-event tracepoint path formats a trace record
- * (comm strings included) before any program runs; an empty TRACEPOINT_PROBE alone cost +4-9 %
- * on a pinned `perf bench sched pipe`, and this program costs ~2.5 points less than its
- * TRACEPOINT_PROBE form did (bench/bpf_overhead.py --only offcpu --pin 0 --ref f9b4469).
- * Its arguments are task pointers, used only as opaque keys (reading the tasks would need
- * kernel struct layouts); the pid comes from a helper, since prev is the current task, and only
- * off the cheap path. A task struct freed and reused keeps no state: its last switch-out
- * (TASK_DEAD) deletes it. */
-RAW_TRACEPOINT_PROBE(sched_switch)
+/* Everything past the cheap path. It reads prev and its slot again rather than take them from the
+ * cheap path: inlined into one body, clang kept them (and more) on the stack for this part, and
+ * spilled them on every switch (BCC cannot call a function that is not inlined). p_used: the p
+ * the cheap path drew with (the span is sampled), 0 if the cheap path could not draw. */
+static __always_inline int hp_switch_out(struct bpf_raw_tracepoint_args *ctx, struct hp_cpu *c,
+                                         u64 in_ts, u64 in_task, u32 p_used)
 {
-    int zero = 0;
-    struct hp_cpu *c = cpu_last.lookup(&zero);
-    if (!c)
-        return 0;
-    u64 in_ts = c->ts;
-    u64 in_task = c->task;
-    u64 next = ctx->args[2];
-    u32 nslot = hp_slot(next);
-    struct hp_slot_state *ns = slots.lookup(&nslot);
-    u64 now = 0;
-    if (ns && ns->open)
-        now = bpf_ktime_get_ns();
-    c->ts = now;
-    c->task = next;
+    if (c->sampled_out) {
+        hp_stat_add(HP_STAT_SAMPLED_OUT, c->sampled_out);
+        c->sampled_out = 0;
+    }
     u64 prev = ctx->args[1];
-    if (prev == c->idle)
-        return 0;
     u64 state = ctx->args[3];
     u32 pslot = hp_slot(prev);
     struct hp_slot_state *ps = slots.lookup(&pslot);
     if (!ps)
         return 0;
-    /* A sampled-out switch-out must not even look up `threads` (a helper call): if prev can
-     * have no open span (its slot has none) and this CPU's p cache knows prev, draw from
-     * the cached p. A stale p (changed by a span closed on another CPU) only changes how often
-     * prev is sampled, not the weight: the sampled span is weighted by the p it was drawn with. */
-    u32 p_used = 0;
     u32 ci = pslot & (HP_PCACHE_SLOTS - 1);
     int exiting = (state & HP_TASK_DEAD) != 0;
-    if (!exiting && ps->open == 0 && c->pcache[ci].task == prev && c->pcache[ci].p &&
-        c->pcache[ci].epoch == ps->exits) {
-        u32 p = hp_scaled(c, c->pcache[ci].p);
-        if (p < HP_P_ONE && !hp_draw(c, p)) {
-            hp_stat(HP_STAT_SAMPLED_OUT);
-            return 0; /* the common, cheap path: no clock, no stacks */
-        }
-        p_used = p;
-    }
     int preempted = ctx->args[0] || (state & HP_TASK_BLOCKED_BITS) == 0;
-    /* Past the cheap path: who prev is (it is still the current task here). */
     u64 id = bpf_get_current_pid_tgid();
     u32 tid = (u32)id;
     if (tid == 0) {
@@ -321,7 +287,7 @@ RAW_TRACEPOINT_PROBE(sched_switch)
             c->pcache[ci].epoch = ps->exits;
             u32 p = hp_scaled(c, t->p);
             if (p < HP_P_ONE && !hp_draw(c, p)) {
-                hp_stat(HP_STAT_SAMPLED_OUT);
+                c->sampled_out++;
                 return 0;
             }
             p_used = p;
@@ -344,6 +310,7 @@ RAW_TRACEPOINT_PROBE(sched_switch)
     }
     /* This span's weight is 1/p_used; the next draws use it too, until the span closes. */
     t->p = p_used;
+    u64 now = c->ts; /* this switch's time, if the switch-in side read it */
     if (!now)
         now = bpf_ktime_get_ns();
     hp_scale_update(c, now, p_used);
@@ -369,6 +336,64 @@ RAW_TRACEPOINT_PROBE(sched_switch)
     t->preempted = preempted;
     __sync_fetch_and_add(&ps->open, 1);
     return 0;
+}
+
+/* Every BPF helper call costs ~30-80 ns here (each return goes through the SRSO "safe RET"
+ * thunk; bpf_ktime_get_ns also makes a retpolined clocksource call), comparable to the rest of a
+ * context switch. So a sampled-out switch makes no call at all (the p cache) or one (`threads`)
+ * and reads no clock: array lookups are inlined by the verifier, the PRNG is plain arithmetic.
+ * Sampled spans need their switch-in time without a lookup by next at every switch: the
+ * switch-out counts the open span in `slots` (by task slot), so a switch-in reads the clock only
+ * when `slots` says next may have one, into `cpu_last`; the thread's next switch-out (it has
+ * been on this CPU ever since) closes the span with it. So a span is reported at the thread's
+ * next switch-out or exit, one on-CPU stretch late.
+ * A raw tracepoint, not TRACEPOINT_PROBE: the perf-event tracepoint path formats a trace record
+ * (comm strings included) before any program runs; an empty TRACEPOINT_PROBE alone cost +4-9 %
+ * on a pinned `perf bench sched pipe`, and this program costs ~2.5 points less than its
+ * TRACEPOINT_PROBE form did (bench/bpf_overhead.py --only offcpu --pin 0 --ref f9b4469).
+ * Its arguments are task pointers, used only as opaque keys (reading the tasks would need
+ * kernel struct layouts); the pid comes from a helper, since prev is the current task, and only
+ * off the cheap path. A task struct freed and reused keeps no state: its last switch-out
+ * (TASK_DEAD) deletes it. */
+RAW_TRACEPOINT_PROBE(sched_switch)
+{
+    int zero = 0;
+    struct hp_cpu *c = cpu_last.lookup(&zero);
+    if (!c)
+        return 0;
+    u64 in_ts = c->ts;
+    u64 in_task = c->task;
+    u64 next = ctx->args[2];
+    u32 nslot = hp_slot(next);
+    struct hp_slot_state *ns = slots.lookup(&nslot);
+    u64 now = 0;
+    if (ns && ns->open)
+        now = bpf_ktime_get_ns();
+    c->ts = now;
+    c->task = next;
+    u64 prev = ctx->args[1];
+    if (prev == c->idle)
+        return 0;
+    /* A sampled-out switch-out must not even look up `threads` (a helper call): if prev can
+     * have no open span (its slot has none) and this CPU's p cache knows prev, draw from
+     * the cached p. A stale p (changed by a span closed on another CPU) only changes how often
+     * prev is sampled, not the weight: the sampled span is weighted by the p it was drawn with. */
+    u32 pslot = hp_slot(prev);
+    struct hp_slot_state *ps = slots.lookup(&pslot);
+    if (!ps)
+        return 0;
+    u32 p_used = 0;
+    u32 ci = pslot & (HP_PCACHE_SLOTS - 1);
+    if ((ctx->args[3] & HP_TASK_DEAD) == 0 && ps->open == 0 && c->pcache[ci].task == prev &&
+        c->pcache[ci].p && c->pcache[ci].epoch == ps->exits) {
+        u32 p = hp_scaled(c, c->pcache[ci].p);
+        if (p < HP_P_ONE && !hp_draw(c, p)) {
+            c->sampled_out++;
+            return 0; /* the common, cheap path: no clock, no stacks */
+        }
+        p_used = p;
+    }
+    return hp_switch_out(ctx, c, in_ts, in_task, p_used);
 }
 #endif
 
