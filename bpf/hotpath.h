@@ -46,7 +46,8 @@
                                  * `cpu_last`, flushed here at that CPU's next other switch-out */
 #define HP_STAT_LOST_SPANS 7    /* off-CPU spans dropped: their switch-in was not seen (the kernel
                                  * skipped a run of the program: see its recursion misses) */
-#define HP_STAT_SLOTS 8
+#define HP_STAT_SAMPLED 8       /* off-CPU spans sampled (timed, stacks taken) */
+#define HP_STAT_SLOTS 9
 
 /* Off-CPU span sampling. Taking stacks at every switch-out dominated the cost of a context
  * switch (in-program ~2.3 us with the user stack; `perf bench sched pipe` +32%, with the kernel
@@ -83,6 +84,14 @@
  * a CPU; 1000/s cost ~20 ns of every switch of that pipe (in-program 133 vs 113 ns). */
 #ifndef HP_OFFCPU_BUDGET
 #define HP_OFFCPU_BUDGET 250
+#endif
+/* Threads at p = 1 (they blocked long lately) are sampled exactly, until a CPU samples more than
+ * HP_OFFCPU_EXACT_BUDGET of them per second: then a second scale applies to p = 1 as well, down
+ * to HP_OFFCPU_MIN_P. A host with thousands of threads that wake often would otherwise pay a
+ * stack walk for each of their spans: 3,000 Python threads waking twice a second cost 3-14 us
+ * a span here, ~4 % of this 2-CPU host. */
+#ifndef HP_OFFCPU_EXACT_BUDGET
+#define HP_OFFCPU_EXACT_BUDGET 1000
 #endif
 #ifndef HP_OFFCPU_FLOOR_MIN
 #define HP_OFFCPU_FLOOR_MIN 64  /* 1/1024 */
@@ -137,6 +146,8 @@ struct hp_cpu {
     __u64 win_ts;   /* start of the scale's window, ns (0 before the first) */
     __u32 win_sampled; /* spans sampled with p < 1 since win_ts */
     __u32 scale;    /* of HP_P_ONE, applied to p < 1; 0 = 1 (until the first window) */
+    __u32 win_exact; /* spans sampled with p = 1 (before the scale) since win_ts */
+    __u32 scale_exact; /* of HP_P_ONE, applied to p = 1; 0 = 1 */
     __u64 sampled_out; /* switch-outs not sampled since the last flush into HP_STAT_SAMPLED_OUT
                         * (the cheap path counts here: a `stats` lookup was 15 insns of it) */
     struct {

@@ -32,7 +32,7 @@ BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 BPF_SOURCE = BPF_DIR / "hotpath.bpf.c"
 TRACEFS = Path("/sys/kernel/tracing")
 STAT_NAMES = ("idle_samples", "map_full_drops", "start_map_full", "stale_stacks", "bpf_samples",
-              "short_blocks", "sampled_out_spans", "lost_offcpu_spans")  # hotpath.h HP_STAT_*
+              "short_blocks", "sampled_out_spans", "lost_offcpu_spans", "sampled_spans")  # hotpath.h HP_STAT_*
 STACK_ENTRIES = 16384
 # Recycle a stack map generation once this share of its entries is in use.
 RECYCLE_FILL = 0.6

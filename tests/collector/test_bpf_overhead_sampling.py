@@ -3,7 +3,8 @@
 The sched_switch program samples a thread's switch-outs with a probability learned from its
 recent spans. tids are reused soon (pid_max is often 32768): a new thread taking the tid of a
 dead short-blocker must start exact (p = 1), not at the dead thread's 1/64. Under a switch storm
-each CPU scales those probabilities down to keep its sampled spans near a budget per second.
+each CPU scales those probabilities down to keep its sampled spans near a budget per second,
+and a second budget bounds the spans of threads that block long (sampled exactly below it).
 """
 
 from __future__ import annotations
@@ -105,3 +106,33 @@ def test_switch_storm_lowers_the_floor_to_the_budget(bpf_ready: None) -> None:
     # Both CPUs may sample up to the budget; new threads start at p = 1 (a few dozen spans each).
     assert sampled <= 2 * budget * seconds + 500, (sampled, seconds, switches)
     assert sampled >= 0.2 * budget * seconds, (sampled, seconds)  # the floor did not collapse
+
+
+def test_many_long_blockers_are_scaled_to_the_exact_budget(bpf_ready: None, build) -> None:
+    """Threads that block long are sampled at p = 1, until a CPU samples more than
+    HP_OFFCPU_EXACT_BUDGET of them a second; past that they are sampled and weighted too, and
+    their off-CPU total must still match the time they blocked."""
+    import bcc
+
+    exe = build("many_sleepers")
+    budget = 300
+    bpf = bcc.BPF(src_file=str(ROOT / "bpf/hotpath.bpf.c").encode(),
+                  cflags=build_cflags(True, 1_000_000, None) + [f"-DHP_OFFCPU_EXACT_BUDGET={budget}"])
+    try:
+        t0 = time.monotonic()
+        work = subprocess.Popen([str(exe), "48", "3"], stdout=subprocess.PIPE, text=True)
+        out = work.communicate()[0]
+        seconds = time.monotonic() - t0
+        time.sleep(0.2)  # the threads' last switch-outs close their spans
+        truth = int(out.split()[1])
+        got = sum(v for (_tid, comm), v in _offcpu_by_thread(bpf, work.pid).items() if comm == "hp-many")
+        stats = bpf[b"stats"]
+        sampled = sum(stats[stats.Key(8)])
+        sampled_out = sum(stats[stats.Key(6)])
+    finally:
+        bpf.cleanup()
+    spans = truth / 2.1e6  # ~2.1 ms a nanosleep(2 ms)
+    assert sampled_out > 0.5 * spans, (sampled_out, spans)  # p = 1 threads really were scaled
+    # Both CPUs may sample up to the budget; each new thread's first span is exact.
+    assert sampled <= 2 * budget * seconds * 1.5 + 48 + 300, (sampled, seconds, spans)
+    assert abs(got - truth) <= 0.10 * truth, (got, truth, sampled)
