@@ -139,10 +139,10 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 #endif
 BPF_HASH(offcpu_counts0, struct hp_key, u64, HP_COUNTS_ENTRIES);
 BPF_HASH(offcpu_counts1, struct hp_key, u64, HP_COUNTS_ENTRIES);
-/* LRU: a task that exits while switched out never switches back in; its entry must age out
- * instead of filling the map (it did, on a busy host, within a minute). */
-BPF_TABLE("lru_hash", u64, struct hp_start, start, HP_START_ENTRIES);
-/* Per-thread stack-sampling predictor (see hotpath.h); LRU for the same reason as `start`. */
+/* Per-thread state, open span included (hotpath.h). LRU: a task that exits while switched out
+ * never switches back in; its entry must age out instead of filling the map (a separate span
+ * map did, on a busy host, within a minute). One map, not a span map beside it: a sampled span
+ * cost an LRU update, lookup and delete more, ~1 us of its ~2.7 us. */
 BPF_TABLE("lru_hash", u64, struct hp_thread, threads, HP_THREAD_ENTRIES);
 BPF_PERCPU_ARRAY(cpu_last, struct hp_cpu, 1);
 BPF_ARRAY(slots, struct hp_slot_state, HP_TASK_SLOTS);
@@ -199,21 +199,16 @@ static __always_inline void hp_scale_update(struct hp_cpu *c, u64 now, int exact
     c->rng ^= ((u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32();
 }
 
-/* Close a span whose stacks were taken (its `start` entry) at `end`, weighting its time by 1/p. */
-static __always_inline void hp_offcpu_end(u64 task, u64 end, u32 p, u64 gen)
+/* Count the closed sampled span of t, delta ns long, weighting its time by 1/p. */
+static __always_inline void hp_offcpu_end(struct hp_thread *t, u64 delta, u64 gen)
 {
-    struct hp_start *sp = start.lookup(&task);
-    if (!sp)
-        return;
-    u64 delta = end - sp->ts;
-    struct hp_key key = sp->key;
-    u64 then = sp->gen;
-    start.delete(&task);
     if (delta < MIN_BLOCK_NS) {
         hp_stat(HP_STAT_SHORT_BLOCKS);
         return;
     }
-    if (gen - then > 1) {
+    struct hp_key key = t->key;
+    u32 p = t->p;
+    if (gen - t->gen > 1) {
         /* Its stack map was recycled meanwhile: keep the time, flag the stacks. */
         key.user_stack = 0;
         key.kernel_stack = 0;
@@ -284,13 +279,12 @@ static __always_inline int hp_switch_out(struct bpf_raw_tracepoint_args *ctx, st
             __sync_fetch_and_add(&ps->open, -1);
             if (in_task == prev && in_ts > t->out_ts) {
                 u64 delta = in_ts - t->out_ts;
-                hp_offcpu_end(prev, in_ts, t->p, gen);
+                hp_offcpu_end(t, delta, gen);
                 u64 decayed = t->recent - (t->recent >> HP_OFFCPU_DECAY_SHIFT);
                 t->recent = (delta > decayed && !t->preempted) ? delta : decayed;
                 t->p = hp_offcpu_p(t->recent);
             } else {
                 hp_stat(HP_STAT_LOST_SPANS);
-                start.delete(&prev);
             }
             t->out_ts = 0;
         }
@@ -313,10 +307,8 @@ static __always_inline int hp_switch_out(struct bpf_raw_tracepoint_args *ctx, st
             p_used = p;
         }
     } else {
-        /* A thread never seen (or evicted from the LRU): assume it just blocked MIN_BLOCK_NS,
-         * so its first span is exact. An evicted thread's open span closes with weight 1. */
-        if (in_task == prev && in_ts)
-            hp_offcpu_end(prev, in_ts, HP_P_ONE, gen);
+        /* A thread never seen (or evicted from the LRU, open span and all): assume it just
+         * blocked MIN_BLOCK_NS, so its first span is exact. */
         if (exiting)
             return 0;
         struct hp_thread fresh = {};
@@ -324,8 +316,10 @@ static __always_inline int hp_switch_out(struct bpf_raw_tracepoint_args *ctx, st
         fresh.p = HP_P_ONE;
         threads.update(&prev, &fresh);
         t = threads.lookup(&prev);
-        if (!t)
+        if (!t) {
+            hp_stat(HP_STAT_THREADS_FULL);
             return 0;
+        }
         p_used = HP_P_ONE;
         base = HP_P_ONE;
     }
@@ -335,24 +329,20 @@ static __always_inline int hp_switch_out(struct bpf_raw_tracepoint_args *ctx, st
     if (!now)
         now = bpf_ktime_get_ns();
     hp_scale_update(c, now, base >= HP_P_ONE);
-    struct hp_start s = {};
-    s.ts = now;
-    s.gen = gen;
-    s.key.tgid = id >> 32;
-    s.key.tid = tid;
-    s.key.cgroup_id = bpf_get_current_cgroup_id();
-    bpf_get_current_comm(&s.key.comm, sizeof(s.key.comm));
-    s.key.stack_map = gen & 1;
+    /* The key is hashed as a whole later: every field is written here, or stays as the zeroed
+     * entry had it (pad; a stack left out by the options). */
+    t->gen = gen;
+    t->key.tgid = id >> 32;
+    t->key.tid = tid;
+    t->key.cgroup_id = bpf_get_current_cgroup_id();
+    bpf_get_current_comm(&t->key.comm, sizeof(t->key.comm));
+    t->key.stack_map = gen & 1;
 #ifndef OFFCPU_NO_KERNEL_STACK
-    s.key.kernel_err = hp_take_stack(ctx, 1, 0, s.key.stack_map, &s.key.kernel_stack);
+    t->key.kernel_err = hp_take_stack(ctx, 1, 0, t->key.stack_map, &t->key.kernel_stack);
 #endif
 #ifndef OFFCPU_NO_USER_STACK
-    s.key.user_err = hp_take_stack(ctx, 1, BPF_F_USER_STACK, s.key.stack_map, &s.key.user_stack);
+    t->key.user_err = hp_take_stack(ctx, 1, BPF_F_USER_STACK, t->key.stack_map, &t->key.user_stack);
 #endif
-    if (start.update(&prev, &s) != 0) {
-        hp_stat(HP_STAT_START_FULL);
-        return 0;
-    }
     t->out_ts = now;
     t->preempted = preempted;
     __sync_fetch_and_add(&ps->open, 1);

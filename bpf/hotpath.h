@@ -18,8 +18,8 @@
 #ifndef HP_STACK_ENTRIES
 #define HP_STACK_ENTRIES 16384
 #endif
-#ifndef HP_START_ENTRIES
-#define HP_START_ENTRIES 32768
+#ifndef HP_THREAD_ENTRIES
+#define HP_THREAD_ENTRIES 32768
 #endif
 #ifndef HP_FILTER_ENTRIES
 #define HP_FILTER_ENTRIES 1024
@@ -35,7 +35,7 @@
 /* stats[] slots (per-CPU counters, summed by user space). */
 #define HP_STAT_IDLE 0          /* on-CPU samples of the idle task (excluded, but known) */
 #define HP_STAT_MAP_FULL 1      /* increments lost because a counts map was full */
-#define HP_STAT_START_FULL 2    /* switch-outs not tracked because the start map was full */
+#define HP_STAT_THREADS_FULL 2  /* switch-outs not tracked: the threads map took no entry */
 #define HP_STAT_STALE_STACK 3   /* off-CPU spans whose stacks were from a recycled stack map */
 #define HP_STAT_SAMPLES 4       /* on-CPU samples seen (including filtered/idle) */
 #define HP_STAT_SHORT_BLOCKS 5  /* measured off-CPU spans shorter than MIN_BLOCK_NS (skipped by design;
@@ -101,22 +101,10 @@
 #define HP_OFFCPU_DECAY_SHIFT 3
 #endif
 #define HP_P_ONE 65536
-#ifndef HP_THREAD_ENTRIES
-#define HP_THREAD_ENTRIES HP_START_ENTRIES
-#endif
 /* Task slots (map `slots`, a power of two): tasks are hashed into them by pointer (hp_slot). */
 #ifndef HP_TASK_SLOTS
 #define HP_TASK_SLOTS 4096
 #endif
-
-/* Per-thread sampling state (map `threads`, BPF side only: user space never reads it). */
-struct hp_thread {
-    __u64 out_ts;   /* switch-out time of the open sampled span (stacks in `start`); 0 = none */
-    __u64 recent;   /* decaying maximum of recent sampled span lengths, ns */
-    __u32 p;        /* while a sampled span is open, the p (of HP_P_ONE) it was drawn with: its
-                     * weight is 1/p; after it closes, p from `recent`, before any CPU's scale */
-    __u32 preempted; /* the open span began with a preemption (runnable, not blocked) */
-};
 
 /* The raw sched_switch tracepoint's prev_state argument is the task's state word; these are the
  * bits tracefs prints for it ("print fmt" of sched_switch), not a struct layout. TASK_DEAD marks a
@@ -185,10 +173,16 @@ struct hp_key {
     char comm[HP_COMM_LEN];
 };
 
-struct hp_start {
-    __u64 ts;
-    __u64 gen;
-    struct hp_key key;
+/* Per-thread off-CPU state (map `threads`, BPF side only: user space never reads it): the
+ * sampling predictor, and the open sampled span with its stacks. */
+struct hp_thread {
+    __u64 out_ts;   /* switch-out time of the open sampled span; 0 = none */
+    __u64 recent;   /* decaying maximum of recent sampled span lengths, ns */
+    __u32 p;        /* while a sampled span is open, the p (of HP_P_ONE) it was drawn with: its
+                     * weight is 1/p; after it closes, p from `recent`, before any CPU's scale */
+    __u32 preempted; /* the open span began with a preemption (runnable, not blocked) */
+    __u64 gen;      /* the stack-map generation of the open span's stacks */
+    struct hp_key key; /* the open span's counts key (who, stacks) */
 };
 
 #endif

@@ -108,7 +108,7 @@ def build_batch(drain: RawDrain, sym: Symbolizer, frequency: int, offcpu: bool) 
             off.counters[key] = 0
         _, off_unique = _fill(off, drain.offcpu, sym, 1, count_samples=False)
         unique += off_unique
-        for name in ("start_map_full", "stale_stacks", "sampled_spans", "sampled_out_spans", "lost_offcpu_spans"):
+        for name in ("threads_map_full", "stale_stacks", "sampled_spans", "sampled_out_spans", "lost_offcpu_spans"):
             if drain.stats.get(name):
                 off.counters[name] = drain.stats[name]
     sym.end_drain()

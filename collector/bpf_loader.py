@@ -31,7 +31,7 @@ log = logging.getLogger("hotpath.collector.bpf")
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 BPF_SOURCE = BPF_DIR / "hotpath.bpf.c"
 TRACEFS = Path("/sys/kernel/tracing")
-STAT_NAMES = ("idle_samples", "map_full_drops", "start_map_full", "stale_stacks", "bpf_samples",
+STAT_NAMES = ("idle_samples", "map_full_drops", "threads_map_full", "stale_stacks", "bpf_samples",
               "short_blocks", "sampled_out_spans", "lost_offcpu_spans", "sampled_spans")  # hotpath.h HP_STAT_*
 STACK_ENTRIES = 16384
 # Recycle a stack map generation once this share of its entries is in use.
@@ -106,7 +106,7 @@ def build_cflags(offcpu: bool, min_block_ns: int, pids: Iterable[int] | None,
     return flags
 
 
-# Maps the agent reads or writes; the others (scratch, start) only matter to the programs.
+# Maps the agent reads or writes; the others (scratch, threads, ...) only matter to the programs.
 AGENT_MAPS = ("control", "stats", "pid_filter", "stacks0", "stacks1", "cpu_counts0", "cpu_counts1",
               "offcpu_counts0", "offcpu_counts1")
 # struct hp_key and struct hp_stack of bpf/hotpath.h (x86_64, natural alignment).
