@@ -134,9 +134,6 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 #if HP_TASK_SLOTS & (HP_TASK_SLOTS - 1)
 #error "HP_TASK_SLOTS must be a power of two"
 #endif
-#if HP_PCACHE_SLOTS > HP_TASK_SLOTS || HP_PCACHE_SLOTS & (HP_PCACHE_SLOTS - 1)
-#error "HP_PCACHE_SLOTS must be a power of two, at most HP_TASK_SLOTS"
-#endif
 BPF_HASH(offcpu_counts0, struct hp_key, u64, HP_COUNTS_ENTRIES);
 BPF_HASH(offcpu_counts1, struct hp_key, u64, HP_COUNTS_ENTRIES);
 /* Per-thread state, open span included (hotpath.h). LRU: a task that exits while switched out
@@ -231,8 +228,8 @@ static __always_inline int hp_draw(struct hp_cpu *c, u32 p)
     return (u32)(c->rng >> 48) < p;
 }
 
-/* A task's slot in `slots` (and, masked, in the p cache): task structs are a few KiB apart, so
- * drop the low bits and fold in higher ones. */
+/* A task's slot in `slots`: task structs are a few KiB apart, so drop the low bits and fold in
+ * higher ones. */
 static __always_inline u32 hp_slot(u64 task)
 {
     return (u32)((task >> 10) ^ (task >> 22)) & (HP_TASK_SLOTS - 1);
@@ -255,8 +252,7 @@ static __always_inline int hp_switch_out(struct bpf_raw_tracepoint_args *ctx, st
     struct hp_slot_state *ps = slots.lookup(&pslot);
     if (!ps)
         return 0;
-    u32 ci = pslot & (HP_PCACHE_SLOTS - 1);
-    u32 base = c->pcache[ci].p; /* p before the scale: what the cheap path drew from, if it did */
+    u32 base = ps->p; /* p before the scale: what the cheap path drew from, if it did */
     int exiting = (state & HP_TASK_DEAD) != 0;
     int preempted = ctx->args[0] || (state & HP_TASK_BLOCKED_BITS) == 0;
     u64 id = bpf_get_current_pid_tgid();
@@ -291,14 +287,15 @@ static __always_inline int hp_switch_out(struct bpf_raw_tracepoint_args *ctx, st
         if (exiting) {
             /* Its last switch-out: forget it, so a task reusing the struct starts fresh. */
             threads.delete(&prev);
-            __sync_fetch_and_add(&ps->exits, 1);
+            if (ps->task == prev)
+                ps->task = 0;
             return 0;
         }
         if (!p_used) {
             base = t->p;
-            c->pcache[ci].task = prev;
-            c->pcache[ci].p = base;
-            c->pcache[ci].epoch = ps->exits;
+            if (ps->task != prev)
+                ps->task = prev;
+            ps->p = base;
             u32 p = hp_scaled(c, base);
             if (p < HP_P_ONE && !hp_draw(c, p)) {
                 c->sampled_out++;
@@ -351,7 +348,7 @@ static __always_inline int hp_switch_out(struct bpf_raw_tracepoint_args *ctx, st
 
 /* Every BPF helper call costs ~30-80 ns here (each return goes through the SRSO "safe RET"
  * thunk; bpf_ktime_get_ns also makes a retpolined clocksource call), comparable to the rest of a
- * context switch. So a sampled-out switch makes no call at all (the p cache) or one (`threads`)
+ * context switch. So a sampled-out switch makes no call at all (p from `slots`) or one (`threads`)
  * and reads no clock: array lookups are inlined by the verifier, the PRNG is plain arithmetic.
  * Sampled spans need their switch-in time without a lookup by next at every switch: the
  * switch-out counts the open span in `slots` (by task slot), so a switch-in reads the clock only
@@ -386,18 +383,16 @@ RAW_TRACEPOINT_PROBE(sched_switch)
     if (prev == c->idle)
         return 0;
     /* A sampled-out switch-out must not even look up `threads` (a helper call): if prev can
-     * have no open span (its slot has none) and this CPU's p cache knows prev, draw from
-     * the cached p. A stale p (changed by a span closed on another CPU) only changes how often
-     * prev is sampled, not the weight: the sampled span is weighted by the p it was drawn with. */
+     * have no open span (its slot has none) and its slot holds prev's p, draw from that. A
+     * stale p (a slot written by two CPUs at once) only changes how often prev is sampled, not
+     * the weight: the sampled span is weighted by the p it was drawn with. */
     u32 pslot = hp_slot(prev);
     struct hp_slot_state *ps = slots.lookup(&pslot);
     if (!ps)
         return 0;
     u32 p_used = 0;
-    u32 ci = pslot & (HP_PCACHE_SLOTS - 1);
-    if ((ctx->args[3] & HP_TASK_DEAD) == 0 && ps->open == 0 && c->pcache[ci].task == prev &&
-        c->pcache[ci].p && c->pcache[ci].epoch == ps->exits) {
-        u32 p = hp_scaled(c, c->pcache[ci].p);
+    if ((ctx->args[3] & HP_TASK_DEAD) == 0 && ps->open == 0 && ps->task == prev && ps->p) {
+        u32 p = hp_scaled(c, ps->p);
         if (p < HP_P_ONE && !hp_draw(c, p)) {
             c->sampled_out++;
             return 0; /* the common, cheap path: no clock, no stacks */

@@ -101,9 +101,11 @@
 #define HP_OFFCPU_DECAY_SHIFT 3
 #endif
 #define HP_P_ONE 65536
-/* Task slots (map `slots`, a power of two): tasks are hashed into them by pointer (hp_slot). */
+/* Task slots (map `slots`, a power of two): tasks are hashed into them by pointer (hp_slot).
+ * Two busy threads in one slot send each other to the slow path: 16384 slots keep that to ~6 %
+ * of threads on a host with 1,000 of them. */
 #ifndef HP_TASK_SLOTS
-#define HP_TASK_SLOTS 4096
+#define HP_TASK_SLOTS 16384
 #endif
 
 /* The raw sched_switch tracepoint's prev_state argument is the task's state word; these are the
@@ -112,20 +114,17 @@
 #define HP_TASK_DEAD 0x80
 #define HP_TASK_BLOCKED_BITS 0x0f /* INTERRUPTIBLE, UNINTERRUPTIBLE, STOPPED, TRACED */
 
-/* Per-CPU cache of threads' sampling probabilities, by task slot (a power of two). */
-#ifndef HP_PCACHE_SLOTS
-#define HP_PCACHE_SLOTS 256
-#endif
-
-/* Per task slot (map `slots`, shared by all CPUs): open sampled spans of its threads, and how
- * many of its threads have exited (a p cached for a thread of the slot is valid only while that
- * count is unchanged: a task struct is reused soon after its task exits). */
+/* Per task slot (map `slots`, shared by all CPUs): the open sampled spans of its threads, and
+ * the p of the thread that last used it, so that a sampled-out switch-out reads one cache line
+ * (a per-CPU p cache beside it cost a second line, and an exit count to validate its entries).
+ * A thread's last switch-out clears its p: a task struct is reused soon after its task exits. */
 struct hp_slot_state {
-    __u32 open;
-    __u32 exits;
+    __u64 task;     /* the thread whose p this is (task pointer); 0 = none */
+    __u32 p;        /* its p before the scale (of HP_P_ONE), when last seen by any CPU */
+    __u32 open;     /* open sampled spans of threads in this slot */
 };
 
-/* Per-CPU state (map `cpu_last`): the last context switch on this CPU, and the p cache. */
+/* Per-CPU state (map `cpu_last`): the last context switch on this CPU, and the sampling scales. */
 struct hp_cpu {
     __u64 ts;       /* its time if the thread switched in had an open sampled span, else 0 */
     __u64 task;     /* the thread it switched in (task pointer, an opaque key) */
@@ -138,11 +137,6 @@ struct hp_cpu {
     __u32 scale_exact; /* of HP_P_ONE, applied to p = 1; 0 = 1 */
     __u64 sampled_out; /* switch-outs not sampled since the last flush into HP_STAT_SAMPLED_OUT
                         * (the cheap path counts here: a `stats` lookup was 15 insns of it) */
-    struct {
-        __u64 task;
-        __u32 p;    /* that thread's p before the scale, when this CPU last looked; 0 = empty */
-        __u32 epoch; /* `exits` of its slot then: a thread of that slot exiting invalidates it */
-    } pcache[HP_PCACHE_SLOTS];
 };
 
 /* Stack id used when a stack map generation was recycled while a task was blocked. */
