@@ -11,9 +11,12 @@ median over rounds of (variant / the same round's "none" run), with the min..max
 2. On-CPU at --hz (999): a fixed CPU-bound workload (cpu_split, -O2 frame pointers) CPU and
    wall time with nothing, an empty perf-event program, Hotpath's on_cpu_sample, and a
    BCC-`profile`-like program (BPF_STACK_TRACE + get_stackid, as /usr/sbin/profile-bpfcc).
+3. Many long blockers: 48 threads in nanosleep(2 ms) loops for 3 s (~28k switch-outs/s, each a
+   block over --min-block, the case the off-CPU program samples exactly up to a budget): the
+   workload's CPU time, which holds the program's (it runs in the switching task).
 
 Usage: .venv/bin/python bench/bpf_overhead.py [--rounds 15] [--pipe-loops 20000]
-       [--iterations 150] [--hz 999] [--ref HEAD~1] [--only offcpu|oncpu] [--pin 0]
+       [--iterations 150] [--hz 999] [--ref HEAD~1] [--only offcpu|oncpu|blockers] [--pin 0]
 Needs root + BPF (BCC). `--ref REV` adds the bpf/ sources of git revision REV as "ref ..."
 variants, for a before/after in one run.
 """
@@ -39,6 +42,7 @@ from sched_pipe import sched_pipe
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 WORKLOAD = ROOT / "tests/collector/workloads/cpu_split.c"
+BLOCKERS = ROOT / "tests/collector/workloads/many_sleepers.c"
 STATS_KNOB = Path("/proc/sys/kernel/bpf_stats_enabled")
 
 EMPTY_TP = "TRACEPOINT_PROBE(sched, sched_switch) { return 0; }\n"
@@ -148,11 +152,18 @@ def detach(bcc: Any, v: Variant) -> None:
         v.bpf.detach_perf_event(ev_type=bcc.PerfType.SOFTWARE, ev_config=bcc.PerfSWConfig.CPU_CLOCK)
 
 
-def cpu_work(exe: Path, iterations: int) -> tuple[float, float]:
+def build(src: Path) -> Path:
+    exe = Path(tempfile.mkdtemp(prefix="hp-bpf-bench-")) / src.stem
+    subprocess.run(["gcc", "-O2", "-fno-omit-frame-pointer", "-mno-omit-leaf-frame-pointer", "-pthread",
+                    "-o", str(exe), str(src)], check=True)
+    return exe
+
+
+def cpu_work(argv: list[str]) -> tuple[float, float]:
     """(CPU seconds, wall seconds) of one fixed-work run."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run([str(exe), "0", str(iterations)], check=True)
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), wall
@@ -228,7 +239,7 @@ def main() -> int:
     ap.add_argument("--iterations", type=int, default=150, help="cpu_split iterations per run")
     ap.add_argument("--hz", type=int, default=999)
     ap.add_argument("--ref", help="git revision whose bpf/ is measured too (before/after)")
-    ap.add_argument("--only", choices=("offcpu", "oncpu"))
+    ap.add_argument("--only", choices=("offcpu", "oncpu", "blockers"))
     ap.add_argument("--pin", help="taskset CPU list for sched pipe (e.g. 0: both ends on one CPU, "
                     "every op a real switch, less cross-CPU wakeup noise)")
     ap.add_argument("--match", help="only variants whose name matches this regex")
@@ -257,7 +268,7 @@ def run(args: argparse.Namespace, bcc: Any, extra: list[str], ref: Path | None) 
     print(f"host: {os.cpu_count()} CPUs, kernel {os.uname().release}, load average "
           f"{os.getloadavg()[0]:.2f} at start; {args.rounds} rounds")
 
-    if args.only != "oncpu":
+    if args.only in (None, "offcpu"):
         variants = [
             Variant("empty TRACEPOINT_PROBE", "tp", text=EMPTY_TP),
             Variant("empty RAW_TRACEPOINT_PROBE", "raw", text=EMPTY_RAW),
@@ -285,11 +296,8 @@ def run(args: argparse.Namespace, bcc: Any, extra: list[str], ref: Path | None) 
         for v in variants:
             v.bpf.cleanup()
 
-    if args.only != "offcpu":
-        tmp = Path(tempfile.mkdtemp(prefix="hp-bpf-bench-"))
-        exe = tmp / "cpu_split"
-        subprocess.run(["gcc", "-O2", "-fno-omit-frame-pointer", "-mno-omit-leaf-frame-pointer",
-                        "-o", str(exe), str(WORKLOAD)], check=True)
+    if args.only in (None, "oncpu"):
+        exe = build(WORKLOAD)
         variants = [
             Variant("empty perf-event program", "perf", text=EMPTY_PERF),
             Variant("empty, sample_period=1e9/hz", "perf", text=EMPTY_PERF, period=True),
@@ -304,7 +312,24 @@ def run(args: argparse.Namespace, bcc: Any, extra: list[str], ref: Path | None) 
         for v in variants:
             load(bcc, v)
         print(f"\n2. cpu_split {args.iterations} iterations at {args.hz} Hz (CPU-bound, one thread)")
-        run_rounds(bcc, variants, args.rounds, args.hz, lambda: cpu_work(exe, args.iterations),
+        run_rounds(bcc, variants, args.rounds, args.hz, lambda: cpu_work([str(exe), "0", str(args.iterations)]),
+                   ("workload CPU time", "workload wall time"), "s")
+        for v in variants:
+            v.bpf.cleanup()
+
+    if args.only in (None, "blockers"):
+        exe = build(BLOCKERS)
+        variants = [Variant("hotpath, user stack (default)", switch_kind(BPF_SOURCE), src_file=BPF_SOURCE,
+                            cflags=hotpath_flags(BPF_DIR, True) + extra)]
+        if ref is not None:
+            ref_src = ref / "hotpath.bpf.c"
+            variants.append(Variant(f"ref {args.ref}, user stack", switch_kind(ref_src), src_file=ref_src,
+                                    cflags=hotpath_flags(ref, True)))
+        variants = [v for v in variants if not args.match or re.search(args.match, v.name)]
+        for v in variants:
+            load(bcc, v)
+        print("\n3. many_sleepers: 48 threads in nanosleep(2 ms) loops for 3 s")
+        run_rounds(bcc, variants, args.rounds, args.hz, lambda: cpu_work([str(exe), "48", "3"]),
                    ("workload CPU time", "workload wall time"), "s")
         for v in variants:
             v.bpf.cleanup()
