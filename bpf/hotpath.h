@@ -80,16 +80,18 @@
  *   p = max(p * scale of this CPU, HP_OFFCPU_FLOOR_MIN / 65536), for p < 1.
  * The scale is set from the previous window's sampled count, before the spans it applies to
  * begin, so the 1/p weights stay unbiased; threads with p = 1 (long blocks lately) stay exact.
- * A sampled span costs ~2.7 us (opened and closed, user stack included), so 250/s is ~0.07 % of
- * a CPU; 1000/s cost ~20 ns of every switch of that pipe (in-program 133 vs 113 ns). */
+ * A sampled span cost ~2.7 us here (opened and closed, user stack included, before its state
+ * moved into `threads`), so 250/s is under 0.1 % of a CPU; 1000/s cost ~20 ns of every switch of
+ * that pipe (in-program 133 vs 113 ns). */
 #ifndef HP_OFFCPU_BUDGET
 #define HP_OFFCPU_BUDGET 250
 #endif
 /* Threads at p = 1 (they blocked long lately) are sampled exactly, until a CPU samples more than
  * HP_OFFCPU_EXACT_BUDGET of them per second: then a second scale applies to p = 1 as well, down
- * to HP_OFFCPU_MIN_P. A host with thousands of threads that wake often would otherwise pay a
- * stack walk for each of their spans: 3,000 Python threads waking twice a second cost 3-14 us
- * a span here, ~4 % of this 2-CPU host. */
+ * to HP_OFFCPU_MIN_P. A host with many threads that block often and long would otherwise pay
+ * a stack walk for each of their spans: 48 threads in nanosleep(2 ms) loops, ~14k switch-outs/s
+ * a CPU (bench/bpf_overhead.py --only blockers), cost 5.1 us a switch-out before this budget
+ * (and the span state in `threads`), +42 % of their CPU time; 1.0 us and +14 % with them. */
 #ifndef HP_OFFCPU_EXACT_BUDGET
 #define HP_OFFCPU_EXACT_BUDGET 1000
 #endif
