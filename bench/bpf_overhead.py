@@ -37,13 +37,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bpf_stats import STATS_KNOB, bpf_stats
 from sched_pipe import sched_pipe
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 WORKLOAD = ROOT / "tests/collector/workloads/cpu_split.c"
 BLOCKERS = ROOT / "tests/collector/workloads/many_sleepers.c"
-STATS_KNOB = Path("/proc/sys/kernel/bpf_stats_enabled")
 
 EMPTY_TP = "TRACEPOINT_PROBE(sched, sched_switch) { return 0; }\n"
 EMPTY_RAW = "RAW_TRACEPOINT_PROBE(sched_switch) { return 0; }\n"
@@ -207,9 +207,7 @@ def run_rounds(bcc: Any, variants: list[Variant], rounds: int, hz: int,
         for v in variants:
             print(ratio_line(v.name, ratios[v.name][i], statistics.median(p[i] for p in per[v.name]), unit))
     print("   -- in-program time (kernel.bpf_stats_enabled=1 for one more run each: run_time_ns / run_cnt)")
-    was = STATS_KNOB.read_text().strip()
-    STATS_KNOB.write_text("1\n")
-    try:
+    with bpf_stats(True):
         for v in variants:
             attach(bcc, v, hz)
             try:
@@ -219,8 +217,6 @@ def run_rounds(bcc: Any, variants: list[Variant], rounds: int, hz: int,
             finally:
                 detach(bcc, v)
             print(f"   {v.name:34s} {(t1 - t0) / max(c1 - c0, 1):8.0f} ns/run  ({c1 - c0} runs)")
-    finally:
-        STATS_KNOB.write_text(was + "\n")
 
 
 def ref_tree(rev: str) -> Path:
@@ -255,12 +251,8 @@ def main() -> int:
     bcc = import_bcc()
     extra = args.extra_cflags.split()
     ref = ref_tree(args.ref) if args.ref else None
-    was = STATS_KNOB.read_text().strip()
-    STATS_KNOB.write_text(f"{args.stats}\n")
-    try:
+    with bpf_stats(bool(args.stats)):
         return run(args, bcc, extra, ref)
-    finally:
-        STATS_KNOB.write_text(was + "\n")
 
 
 def run(args: argparse.Namespace, bcc: Any, extra: list[str], ref: Path | None) -> int:

@@ -36,11 +36,11 @@ import threading
 import time
 from pathlib import Path
 
+from bpf_stats import STATS_KNOB, bpf_stats
 from sched_pipe import sched_pipe
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKLOAD = ROOT / "tests/collector/workloads/cpu_split.c"
-STATS_KNOB = Path("/proc/sys/kernel/bpf_stats_enabled")
 
 
 class Sink(http.server.BaseHTTPRequestHandler):
@@ -266,15 +266,8 @@ def main() -> int:
     ap.add_argument("--only-pipe", action="store_true", help="section 2 alone")
     ap.add_argument("--pinned-only", action="store_true", help="section 2 without the unpinned runs")
     args = ap.parse_args()
-    # kernel.bpf_stats_enabled makes every BPF program run also read the clock twice: on sched
-    # pipe that alone cost several points here. Measure as a production host runs (the default,
-    # 0), and put the host's setting back afterwards.
-    stats_was = STATS_KNOB.read_text().strip()
-    STATS_KNOB.write_text("0\n")
-    try:
+    with bpf_stats(False):  # as a production host runs
         return measure(args)
-    finally:
-        STATS_KNOB.write_text(stats_was + "\n")
 
 
 def measure(args: argparse.Namespace) -> int:
