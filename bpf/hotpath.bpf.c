@@ -241,7 +241,7 @@ static __always_inline u32 hp_slot(u64 task)
  * spilled them on every switch (BCC cannot call a function that is not inlined). p_used: the p
  * the cheap path drew with (the span is sampled), 0 if the cheap path could not draw. */
 static __always_inline int hp_switch_out(struct bpf_raw_tracepoint_args *ctx, struct hp_cpu *c,
-                                         u64 in_ts, u64 in_task, u32 p_used)
+                                         u64 in_ts, u64 in_task, u32 base, u32 p_used)
 {
     if (c->sampled_out) {
         hp_stat_add(HP_STAT_SAMPLED_OUT, c->sampled_out);
@@ -253,7 +253,6 @@ static __always_inline int hp_switch_out(struct bpf_raw_tracepoint_args *ctx, st
     struct hp_slot_state *ps = slots.lookup(&pslot);
     if (!ps)
         return 0;
-    u32 base = ps->p; /* p before the scale: what the cheap path drew from, if it did */
     int exiting = (state & HP_TASK_DEAD) != 0;
     int preempted = ctx->args[0] || (state & HP_TASK_BLOCKED_BITS) == 0;
     u64 id = bpf_get_current_pid_tgid();
@@ -349,7 +348,8 @@ static __always_inline int hp_switch_out(struct bpf_raw_tracepoint_args *ctx, st
 
 /* Every BPF helper call costs ~30-80 ns here (each return goes through the SRSO "safe RET"
  * thunk; bpf_ktime_get_ns also makes a retpolined clocksource call), comparable to the rest of a
- * context switch. So a sampled-out switch makes no call at all (p from `slots`) or one (`threads`)
+ * context switch. So a sampled-out switch makes no call at all (p from next's slot, at its
+ * switch-in) or one (`threads`)
  * and reads no clock: array lookups are inlined by the verifier, the PRNG is plain arithmetic.
  * Sampled spans need their switch-in time without a lookup by next at every switch: the
  * switch-out counts the open span in `slots` (by task slot), so a switch-in reads the clock only
@@ -372,35 +372,39 @@ RAW_TRACEPOINT_PROBE(sched_switch)
         return 0;
     u64 in_ts = c->ts;
     u64 in_task = c->task;
+    u32 in_p = c->p;
     u64 next = ctx->args[2];
     u32 nslot = hp_slot(next);
     struct hp_slot_state *ns = slots.lookup(&nslot);
     u64 now = 0;
-    if (ns && ns->open)
-        now = bpf_ktime_get_ns();
+    u32 next_p = 0;
+    if (ns) {
+        if (ns->open)
+            now = bpf_ktime_get_ns();
+        if (ns->task == next)
+            next_p = ns->p;
+    }
     c->ts = now;
     c->task = next;
+    c->p = next_p;
     u64 prev = ctx->args[1];
     if (prev == c->idle)
         return 0;
-    /* A sampled-out switch-out must not even look up `threads` (a helper call): if prev can
-     * have no open span (its slot has none) and its slot holds prev's p, draw from that. A
-     * stale p (a slot written by two CPUs at once) only changes how often prev is sampled, not
+    /* A sampled-out switch-out must not even look up `threads` (a helper call). prev is the
+     * thread this CPU's last switch put on (unless a run of this program was skipped), and had
+     * no open span if its slot had none then (in_ts 0): draw from the p its slot held for it.
+     * A stale p (a slot written by two CPUs at once) only changes how often prev is sampled, not
      * the weight: the sampled span is weighted by the p it was drawn with. */
-    u32 pslot = hp_slot(prev);
-    struct hp_slot_state *ps = slots.lookup(&pslot);
-    if (!ps)
-        return 0;
     u32 p_used = 0;
-    if ((ctx->args[3] & HP_TASK_DEAD) == 0 && ps->open == 0 && ps->task == prev && ps->p) {
-        u32 p = hp_scaled(c, ps->p);
+    if (prev == in_task && in_ts == 0 && in_p && (ctx->args[3] & HP_TASK_DEAD) == 0) {
+        u32 p = hp_scaled(c, in_p);
         if (p < HP_P_ONE && !hp_draw(c, p)) {
             c->sampled_out++;
-            return 0; /* the common, cheap path: no clock, no stacks */
+            return 0; /* the common, cheap path: no clock, no stacks, one slot read */
         }
         p_used = p;
     }
-    return hp_switch_out(ctx, c, in_ts, in_task, p_used);
+    return hp_switch_out(ctx, c, in_ts, in_task, in_p, p_used);
 }
 #endif
 

@@ -117,8 +117,10 @@
 #define HP_TASK_BLOCKED_BITS 0x0f /* INTERRUPTIBLE, UNINTERRUPTIBLE, STOPPED, TRACED */
 
 /* Per task slot (map `slots`, shared by all CPUs): the open sampled spans of its threads, and
- * the p of the thread that last used it, so that a sampled-out switch-out reads one cache line
- * (a per-CPU p cache beside it cost a second line, and an exit count to validate its entries).
+ * the p of the thread that last used it. A switch reads one slot, next's, at the switch-in: it
+ * says whether next may have an open span (then the clock is read) and gives next's p for its
+ * coming switch-out on this CPU (a per-CPU p cache cost a second line, and an exit count to
+ * validate its entries; reading prev's slot too cost ~8 ns a switch).
  * A thread's last switch-out clears its p: a task struct is reused soon after its task exits. */
 struct hp_slot_state {
     __u64 task;     /* the thread whose p this is (task pointer); 0 = none */
@@ -126,19 +128,22 @@ struct hp_slot_state {
     __u32 open;     /* open sampled spans of threads in this slot */
 };
 
-/* Per-CPU state (map `cpu_last`): the last context switch on this CPU, and the sampling scales. */
+/* Per-CPU state (map `cpu_last`): the last context switch on this CPU, and the sampling scales.
+ * The cheap path's fields come first, in one cache line. */
 struct hp_cpu {
     __u64 ts;       /* its time if the thread switched in had an open sampled span, else 0 */
     __u64 task;     /* the thread it switched in (task pointer, an opaque key) */
     __u64 idle;     /* this CPU's idle task (pointer), once seen; 0 before */
     __u64 rng;      /* PRNG state for the sampling draws */
-    __u64 win_ts;   /* start of the scale's window, ns (0 before the first) */
-    __u32 win_sampled; /* spans sampled with p < 1 since win_ts */
-    __u32 scale;    /* of HP_P_ONE, applied to p < 1; 0 = 1 (until the first window) */
-    __u32 win_exact; /* spans sampled with p = 1 (before the scale) since win_ts */
-    __u32 scale_exact; /* of HP_P_ONE, applied to p = 1; 0 = 1 */
     __u64 sampled_out; /* switch-outs not sampled since the last flush into HP_STAT_SAMPLED_OUT
                         * (the cheap path counts here: a `stats` lookup was 15 insns of it) */
+    __u32 p;        /* `task`'s p before the scale, copied from its slot when it was switched
+                     * in (0 = unknown): its switch-out, the next switch here, draws from it */
+    __u32 scale;    /* of HP_P_ONE, applied to p < 1; 0 = 1 (until the first window) */
+    __u32 scale_exact; /* of HP_P_ONE, applied to p = 1; 0 = 1 */
+    __u32 win_sampled; /* spans sampled with p < 1 since win_ts */
+    __u32 win_exact; /* spans sampled with p = 1 (before the scale) since win_ts */
+    __u64 win_ts;   /* start of the scale's window, ns (0 before the first) */
 };
 
 /* Stack id used when a stack map generation was recycled while a task was blocked. */
