@@ -2,21 +2,23 @@
 
 Every variant is compiled and loaded once with BCC, then detached; each round attaches one
 variant at a time, runs a short workload, detaches it. Rounds interleave all variants (rotated
-order) so drift and the other tenants of this 2-CPU host hit each alike; each figure is the
-median over rounds of (variant / the same round's "none" run), with the min..max spread.
+order) so drift and the other tenants of this 2-CPU host hit each alike, and every variant run
+sits between two runs with nothing attached: each figure is the median over rounds of (variant
+/ the mean of those two), with its 95 % confidence interval (bench/ratios.py).
 
 1. Off-CPU: `perf bench sched pipe -l N` wall time (the context-switch worst case) with
    nothing, an empty TRACEPOINT_PROBE and RAW_TRACEPOINT_PROBE on sched_switch, and Hotpath's
    sched_switch program with/without user and kernel stacks (plus `--ref REV`'s program).
 2. On-CPU at --hz (999): a fixed CPU-bound workload (cpu_split, -O2 frame pointers) CPU and
-   wall time with nothing, an empty perf-event program, Hotpath's on_cpu_sample, and a
-   BCC-`profile`-like program (BPF_STACK_TRACE + get_stackid, as /usr/sbin/profile-bpfcc).
+   wall time with nothing, the cpu-clock event with no program, an empty perf-event program,
+   Hotpath's on_cpu_sample, and a BCC-`profile`-like program (BPF_STACK_TRACE + get_stackid, as /usr/sbin/profile-bpfcc).
 3. Many long blockers: 48 threads in nanosleep(2 ms) loops for 3 s (~28k switch-outs/s, each a
    block over --min-block, the case the off-CPU program samples exactly up to a budget): the
    workload's CPU time, which holds the program's (it runs in the switching task).
 
 Usage: .venv/bin/python bench/bpf_overhead.py [--rounds 15] [--pipe-loops 20000]
        [--iterations 150] [--hz 999] [--ref HEAD~1] [--only offcpu|oncpu|blockers] [--pin 0]
+       [--match REGEX] [--inprog-runs 3]
 Needs root + BPF (BCC). `--ref REV` adds the bpf/ sources of git revision REV as "ref ..."
 variants, for a before/after in one run.
 """
@@ -24,10 +26,12 @@ variants, for a before/after in one run.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import re
 import resource
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -35,9 +39,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from bpf_stats import STATS_KNOB, bpf_stats
+from ratios import describe, sandwiched
 from sched_pipe import sched_pipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +87,7 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx) {
 @dataclass
 class Variant:
     name: str
-    kind: str  # "tp", "raw", "perf"
+    kind: str  # "tp", "raw", "perf", "timer" (the perf event with no program)
     period: bool = False  # perf: a fixed sample_period instead of sample_freq
     text: str | None = None
     src_file: Path | None = None
@@ -101,7 +106,41 @@ def hotpath_flags(bpf_dir: Path, offcpu: bool, kernel: bool = False, user: bool 
     return flags
 
 
+class CpuClockEvents:
+    """The cpu-clock sampling event alone, one per online CPU, with no BPF program and no ring
+    buffer: the timer interrupt that any sampler at that rate pays, the floor under every
+    program. perf_event_open(2) directly, as BCC's attach_perf_event does before it adds a
+    program."""
+
+    NR_PERF_EVENT_OPEN: ClassVar[dict[str, int]] = {"x86_64": 298, "aarch64": 241}
+    PERF_TYPE_SOFTWARE, PERF_COUNT_SW_CPU_CLOCK, ATTR_FREQ, ATTR_SIZE = 1, 0, 1 << 10, 112
+
+    def __init__(self) -> None:
+        self.fds: list[int] = []
+        self.libc = ctypes.CDLL(None, use_errno=True)
+
+    def open(self, hz: int) -> None:
+        # perf_event_attr: type, size, config, sample_freq, sample_type, read_format, flags (freq);
+        # the rest zero.
+        attr = ctypes.create_string_buffer(struct.pack(
+            "IIQQQQQ", self.PERF_TYPE_SOFTWARE, self.ATTR_SIZE, self.PERF_COUNT_SW_CPU_CLOCK, hz, 0, 0,
+            self.ATTR_FREQ), self.ATTR_SIZE)
+        for cpu in sorted(os.sched_getaffinity(0)):
+            fd = self.libc.syscall(self.NR_PERF_EVENT_OPEN[os.uname().machine], attr, -1, cpu, -1, 8)
+            if fd < 0:
+                raise OSError(ctypes.get_errno(), f"perf_event_open(cpu-clock, cpu {cpu})")
+            self.fds.append(fd)
+
+    def cleanup(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+
 def load(bcc: Any, v: Variant) -> None:
+    if v.kind == "timer":
+        v.bpf = CpuClockEvents()
+        return
     if v.src_file is not None:
         v.bpf = bcc.BPF(src_file=str(v.src_file).encode(), cflags=v.cflags)
     else:
@@ -129,7 +168,9 @@ def prog_stats(v: Variant) -> tuple[int, int]:
 
 
 def attach(bcc: Any, v: Variant, hz: int) -> None:
-    if v.kind == "tp":
+    if v.kind == "timer":
+        v.bpf.open(hz)
+    elif v.kind == "tp":
         v.bpf.attach_tracepoint(tp=b"sched:sched_switch", fn_name=b"tracepoint__sched__sched_switch")
     elif v.kind == "raw":
         v.bpf.attach_raw_tracepoint(tp=b"sched_switch", fn_name=b"raw_tracepoint__sched_switch")
@@ -142,7 +183,9 @@ def attach(bcc: Any, v: Variant, hz: int) -> None:
 
 
 def detach(bcc: Any, v: Variant) -> None:
-    if v.kind == "tp":
+    if v.kind == "timer":
+        v.bpf.cleanup()
+    elif v.kind == "tp":
         if b"sched:sched_switch" in v.bpf.tracepoint_fds:
             v.bpf.detach_tracepoint(b"sched:sched_switch")
     elif v.kind == "raw":
@@ -170,53 +213,62 @@ def cpu_work(argv: list[str]) -> tuple[float, float]:
 
 
 def ratio_line(name: str, ratios: list[float], abs_med: float, unit: str) -> str:
-    ratios = sorted(ratios)
-    med = statistics.median(ratios)
-    q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
-    return (f"   {name:34s} {abs_med:8.4f} {unit}  x{med:6.3f} ({(med - 1) * 100:+6.1f}%)  "
-            f"IQR {q1:.3f}..{q3:.3f}  min..max {ratios[0]:.3f}..{ratios[-1]:.3f}")
+    return f"   {name:34s} {abs_med:8.4f} {unit}  {describe(ratios)}"
 
 
 def run_rounds(bcc: Any, variants: list[Variant], rounds: int, hz: int,
-               measure: Callable[[], tuple[float, ...]], labels: tuple[str, ...], unit: str) -> None:
-    """Each round: 'none' then every variant (rotated order); ratios against that round's 'none'.
+               measure: Callable[[], tuple[float, ...]], labels: tuple[str, ...], unit: str,
+               inprog_runs: int = 3) -> None:
+    """Each round: every variant (rotated order), each run between two 'none' runs and divided
+    by their mean (ratios.sandwiched: this VM drifts by tens of percent over minutes).
     The timed rounds run with kernel.bpf_stats_enabled at --stats (0, as a production host):
     with it on, every program run also pays two clock reads and their bookkeeping (here about
     as much as the empty program itself), which a production host does not. In-program time is
-    measured after the rounds, in one extra run per variant with the accounting on."""
+    measured after the rounds, in `inprog_runs` more runs per variant with the accounting on."""
     per: dict[str, list[tuple[float, ...]]] = {"none": [], **{v.name: [] for v in variants}}
     ratios: dict[str, list[list[float]]] = {v.name: [[] for _ in labels] for v in variants}
+    before = measure()
+    per["none"].append(before)
     for r in range(rounds):
-        order = variants[r % len(variants):] + variants[:r % len(variants)]
-        base = measure()
-        per["none"].append(base)
-        for v in order:
+        for v in variants[r % len(variants):] + variants[:r % len(variants)]:
             attach(bcc, v, hz)
             try:
                 got = measure()
             finally:
                 detach(bcc, v)
+            after = measure()
             per[v.name].append(got)
+            per["none"].append(after)
             for i in range(len(labels)):
-                ratios[v.name][i].append(got[i] / base[i])
+                ratios[v.name][i] += sandwiched([got[i]], [before[i], after[i]])
+            before = after
     print(f"   kernel.bpf_stats_enabled during the rounds: {STATS_KNOB.read_text().strip()}")
     for i, label in enumerate(labels):
-        print(f"   -- {label} (median over {rounds} rounds; ratio vs the same round's none)")
+        print(f"   -- {label} ({rounds} rounds; median ratio vs the none runs around each run)")
         base_med = statistics.median(p[i] for p in per["none"])
-        print(f"   {'none':34s} {base_med:8.4f} {unit}  x 1.000")
+        print(f"   {'none':34s} {base_med:8.4f} {unit}  x1.000")
         for v in variants:
             print(ratio_line(v.name, ratios[v.name][i], statistics.median(p[i] for p in per[v.name]), unit))
-    print("   -- in-program time (kernel.bpf_stats_enabled=1 for one more run each: run_time_ns / run_cnt)")
+    print(f"   -- in-program time (kernel.bpf_stats_enabled=1 for {inprog_runs} more runs each, "
+          "interleaved: median of run_time_ns / run_cnt)")
+    programs = [v for v in variants if v.kind != "timer"]
+    ns: dict[str, list[float]] = {v.name: [] for v in programs}
+    runs: dict[str, int] = {v.name: 0 for v in programs}
     with bpf_stats(True):
-        for v in variants:
-            attach(bcc, v, hz)
-            try:
-                t0, c0 = prog_stats(v)
-                measure()
-                t1, c1 = prog_stats(v)
-            finally:
-                detach(bcc, v)
-            print(f"   {v.name:34s} {(t1 - t0) / max(c1 - c0, 1):8.0f} ns/run  ({c1 - c0} runs)")
+        for _ in range(inprog_runs):
+            for v in programs:
+                attach(bcc, v, hz)
+                try:
+                    t0, c0 = prog_stats(v)
+                    measure()
+                    t1, c1 = prog_stats(v)
+                finally:
+                    detach(bcc, v)
+                ns[v.name].append((t1 - t0) / max(c1 - c0, 1))
+                runs[v.name] += c1 - c0
+    for v in programs:
+        print(f"   {v.name:34s} {statistics.median(ns[v.name]):8.1f} ns/run  "
+              f"(runs {' '.join(f'{x:.0f}' for x in ns[v.name])}; {runs[v.name]} program runs)")
 
 
 def ref_tree(rev: str) -> Path:
@@ -244,6 +296,7 @@ def main() -> int:
     ap.add_argument("--stats", type=int, choices=(0, 1), default=0,
                     help="kernel.bpf_stats_enabled during the timed rounds (default 0, as on a "
                     "production host; the host's value is put back afterwards)")
+    ap.add_argument("--inprog-runs", type=int, default=3, help="runs per variant for the in-program time")
     args = ap.parse_args()
 
     from collector.bpf_loader import import_bcc, preflight
@@ -284,13 +337,14 @@ def run(args: argparse.Namespace, bcc: Any, extra: list[str], ref: Path | None) 
             load(bcc, v)
         print(f"\n1. {'taskset -c ' + args.pin + ' ' if args.pin else ''}perf bench sched pipe -l {args.pipe_loops} (wall seconds; higher ratio = slower)")
         run_rounds(bcc, variants, args.rounds, args.hz, lambda: sched_pipe(args.pipe_loops, args.pin),
-                   ("sched pipe total time", "sched pipe CPU time"), "s")
+                   ("sched pipe total time", "sched pipe CPU time"), "s", args.inprog_runs)
         for v in variants:
             v.bpf.cleanup()
 
     if args.only in (None, "oncpu"):
         exe = build(WORKLOAD)
         variants = [
+            Variant("cpu-clock event, no program", "timer"),
             Variant("empty perf-event program", "perf", text=EMPTY_PERF),
             Variant("empty, sample_period=1e9/hz", "perf", text=EMPTY_PERF, period=True),
             Variant("hotpath on_cpu_sample", "perf", src_file=BPF_SOURCE,
@@ -305,7 +359,7 @@ def run(args: argparse.Namespace, bcc: Any, extra: list[str], ref: Path | None) 
             load(bcc, v)
         print(f"\n2. cpu_split {args.iterations} iterations at {args.hz} Hz (CPU-bound, one thread)")
         run_rounds(bcc, variants, args.rounds, args.hz, lambda: cpu_work([str(exe), "0", str(args.iterations)]),
-                   ("workload CPU time", "workload wall time"), "s")
+                   ("workload CPU time", "workload wall time"), "s", args.inprog_runs)
         for v in variants:
             v.bpf.cleanup()
 
@@ -322,7 +376,7 @@ def run(args: argparse.Namespace, bcc: Any, extra: list[str], ref: Path | None) 
             load(bcc, v)
         print("\n3. many_sleepers: 48 threads in nanosleep(2 ms) loops for 3 s")
         run_rounds(bcc, variants, args.rounds, args.hz, lambda: cpu_work([str(exe), "48", "3"]),
-                   ("workload CPU time", "workload wall time"), "s")
+                   ("workload CPU time", "workload wall time"), "s", args.inprog_runs)
         for v in variants:
             v.bpf.cleanup()
     return 0

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 from bpf_stats import STATS_KNOB, bpf_stats
+from ratios import describe
 from sched_pipe import sched_pipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -255,13 +256,58 @@ def fixed_work(exe: Path, url: str, token: Path, tmp: Path, args: argparse.Names
         print(f"   {name:16s} {fmt([c for c, _ in vals], base_cpu)}   {fmt([w for _, w in vals], base_wall)}")
 
 
+def sched_pipe_blocks(url: str, token: Path, args: argparse.Namespace) -> None:
+    """Section 2: sched pipe in blocks of --pipe-block runs, alternately with no agent and with
+    one agent in its steady state: started anew for each block (its programs attached only
+    then), timed from its first interval line on (that first drain reads and symbolizes the whole
+    host once, a one-off of an agent that runs for days), and long enough that the block holds an
+    interval's drain, as any stretch of a running agent does. Each agent run is divided by the
+    mean of the median none runs of the blocks just before and after it.
+    Pinned to one CPU, every message is a context switch there (the worst case for the off-CPU
+    program) and runs are steady (spread ~15 %); unpinned, this VM's cross-CPU wake-ups swing
+    runs 3x (14-42 s), so that figure is printed but says little."""
+    pinnings = (True,) if args.pinned_only else (True, False)
+
+    def block() -> dict[bool, list[tuple[float, float]]]:
+        runs: dict[bool, list[tuple[float, float]]] = {pin: [] for pin in pinnings}
+        for _ in range(args.pipe_block):
+            for pin in pinnings:
+                runs[pin].append(sched_pipe(args.pipe_loops, "0" if pin else None))
+        return runs
+
+    nones = [block()]
+    agents = []
+    for _ in range(args.pipe_rounds or args.rounds):
+        agent = Collector(url, token, 19, "10s")
+        agent.wait_for(r"interval 1 ")
+        agents.append(block())
+        agent.stop()
+        nones.append(block())
+    print(f"\n2. perf bench sched pipe -l {args.pipe_loops}, agent with off-CPU on, "
+          f"{len(agents)} blocks of {args.pipe_block} runs (kernel.bpf_stats_enabled="
+          f"{STATS_KNOB.read_text().strip()})")
+    for pin in pinnings:
+        where = "both ends on CPU 0" if pin else "unpinned (noisy here)"
+        for i, what in enumerate(("wall", "CPU")):
+            none_runs = [m[i] for b in nones for m in b[pin]]
+            agent_runs = [m[i] for b in agents for m in b[pin]]
+            base = statistics.median(none_runs)
+            print(f"   none   {where:22s} {what:4s} {fmt(none_runs, base)}")
+            print(f"   agent  {where:22s} {what:4s} {fmt(agent_runs, base)}")
+            block_none = [statistics.median(m[i] for m in b[pin]) for b in nones]
+            ratios = [m[i] / ((block_none[n] + block_none[n + 1]) / 2)
+                      for n, b in enumerate(agents) for m in b[pin]]
+            print(f"   agent / mean of the none blocks around it, {what}: {describe(ratios)}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--iterations", type=int, default=1500)
     ap.add_argument("--steady", type=float, default=60.0, help="seconds to measure the idle agent")
     ap.add_argument("--pipe-loops", type=int, default=200000)
-    ap.add_argument("--pipe-rounds", type=int, help="rounds of section 2 (default: --rounds)")
+    ap.add_argument("--pipe-rounds", type=int, help="agent blocks of section 2 (default: --rounds)")
+    ap.add_argument("--pipe-block", type=int, default=8, help="sched pipe runs per block of section 2")
     ap.add_argument("--only-steady", action="store_true", help="section 3 alone")
     ap.add_argument("--only-pipe", action="store_true", help="section 2 alone")
     ap.add_argument("--pinned-only", action="store_true", help="section 2 without the unpinned runs")
@@ -289,42 +335,7 @@ def measure(args: argparse.Namespace) -> int:
     if not args.only_pipe:
         fixed_work(exe, url, token, tmp, args)
 
-    # 2. sched pipe. Pinned to one CPU, every message is a context switch there (the worst case
-    # for the off-CPU program) and runs are steady (spread ~15 %); unpinned, this VM's cross-CPU
-    # wake-ups swing runs 3x (14-42 s), so that figure is printed but says little.
-    def pipe(pin: bool) -> tuple[float, float]:
-        return sched_pipe(args.pipe_loops, "0" if pin else None)
-
-    pinnings = (True,) if args.pinned_only else (True, False)
-    pipes: dict[tuple[str, bool], list[tuple[float, float]]] = {
-        (who, pin): [] for who in ("none", "agent") for pin in pinnings}
-    for _ in range(args.pipe_rounds or args.rounds):
-        for pin in pinnings:
-            pipes["none", pin].append(pipe(pin))
-        agent = Collector(url, token, 19, "10s")
-        agent.wait_for(r"sampling at")
-        time.sleep(3)
-        for pin in pinnings:
-            pipes["agent", pin].append(pipe(pin))
-        agent.stop()
-    for pin in pinnings:  # closes the last sandwich: each agent run sits between two none runs
-        pipes["none", pin].append(pipe(pin))
-    print(f"\n2. perf bench sched pipe -l {args.pipe_loops}, agent with off-CPU on "
-          f"(kernel.bpf_stats_enabled={STATS_KNOB.read_text().strip()})")
-    for pin in pinnings:
-        where = "both ends on CPU 0" if pin else "unpinned (noisy here)"
-        for i, what in enumerate(("wall", "CPU")):
-            none = [m[i] for m in pipes["none", pin]]
-            agent_runs = [m[i] for m in pipes["agent", pin]]
-            base = statistics.median(none)
-            print(f"   none   {where:22s} {what:4s} {fmt(none, base)}")
-            print(f"   agent  {where:22s} {what:4s} {fmt(agent_runs, base)}")
-            # Drift in this VM is slow next to a round: each agent run against the mean of the none
-            # runs just before and just after it.
-            paired = sorted(a / ((n0 + n1) / 2) for a, n0, n1 in zip(agent_runs, none, none[1:]))
-            med = statistics.median(paired)
-            print(f"   agent / mean of the none runs around it, {what}: median x{med:.3f} ({(med - 1) * 100:+.1f}%), "
-                  f"IQR {paired[len(paired) // 4]:.3f}..{paired[3 * len(paired) // 4]:.3f}")
+    sched_pipe_blocks(url, token, args)
     if args.only_pipe:
         server.shutdown()
         return 0
