@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from bpf_stats import STATS_KNOB, bpf_stats
-from ratios import describe
+from ratios import describe, sandwiched
 from sched_pipe import sched_pipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,15 +245,19 @@ def fixed_work(exe: Path, url: str, token: Path, tmp: Path, args: argparse.Names
             bcc = BccProfile(999)
             results["bcc profile 999"].append(run_workload(exe, args.iterations))
             bcc.stop()
-    base_cpu = statistics.median(c for c, _ in results["none"])
-    base_wall = statistics.median(w for _, w in results["none"])
-    print(f"\n1. fixed CPU-bound work ({args.iterations} iterations, {args.rounds} interleaved rounds)")
-    print(f"   {'condition':16s} {'workload CPU time':44s} wall time")
-    for name, vals in results.items():
-        if not vals:
-            print(f"   {name:16s} n/a ({BccProfile.TOOL} not installed)")
-            continue
-        print(f"   {name:16s} {fmt([c for c, _ in vals], base_cpu)}   {fmt([w for _, w in vals], base_wall)}")
+    results["none"].append(run_workload(exe, args.iterations))  # closes the last round
+    none = results.pop("none")
+    print(f"\n1. fixed CPU-bound work ({args.iterations} iterations, {args.rounds} interleaved rounds; "
+          "each run against the mean of the none runs that open its round and the next)")
+    for i, what in enumerate(("CPU time", "wall time")):
+        base = [m[i] for m in none]
+        print(f"   {'none':16s} {what:9s} {statistics.median(base):7.3f}s")
+        for name, vals in results.items():
+            if not vals:
+                print(f"   {name:16s} n/a ({BccProfile.TOOL} not installed)")
+                continue
+            print(f"   {name:16s} {what:9s} {statistics.median(m[i] for m in vals):7.3f}s  "
+                  f"{describe(sandwiched([m[i] for m in vals], base))}")
 
 
 def sched_pipe_blocks(url: str, token: Path, args: argparse.Namespace) -> None:
