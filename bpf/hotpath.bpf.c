@@ -236,10 +236,11 @@ static __always_inline u32 hp_slot(u64 task)
     return (u32)((task >> 10) ^ (task >> 22)) & (HP_TASK_SLOTS - 1);
 }
 
-/* Everything past the cheap path. It reads prev and its slot again rather than take them from the
- * cheap path: inlined into one body, clang kept them (and more) on the stack for this part, and
- * spilled them on every switch (BCC cannot call a function that is not inlined). p_used: the p
- * the cheap path drew with (the span is sampled), 0 if the cheap path could not draw. */
+/* Everything past the cheap path. It reads prev and the tracepoint's arguments again rather than
+ * take them from the cheap path: inlined into one body, clang kept such values (and more) on the
+ * stack for this part, and spilled them on every switch (BCC cannot call a function that is not
+ * inlined). base: prev's p before the scale as the cheap path saw it; p_used: the p the cheap
+ * path drew with (the span is sampled), 0 if the cheap path could not draw. */
 static __always_inline int hp_switch_out(struct bpf_raw_tracepoint_args *ctx, struct hp_cpu *c,
                                          u64 in_ts, u64 in_task, u32 base, u32 p_used)
 {
@@ -348,9 +349,9 @@ static __always_inline int hp_switch_out(struct bpf_raw_tracepoint_args *ctx, st
 
 /* Every BPF helper call costs ~30-80 ns here (each return goes through the SRSO "safe RET"
  * thunk; bpf_ktime_get_ns also makes a retpolined clocksource call), comparable to the rest of a
- * context switch. So a sampled-out switch makes no call at all (p from next's slot, at its
- * switch-in) or one (`threads`)
- * and reads no clock: array lookups are inlined by the verifier, the PRNG is plain arithmetic.
+ * context switch. So a sampled-out switch makes no call at all (p from the thread's slot, read
+ * at its switch-in) or one (`threads`) and reads no clock: array lookups are inlined by the
+ * verifier, the PRNG is plain arithmetic.
  * Sampled spans need their switch-in time without a lookup by next at every switch: the
  * switch-out counts the open span in `slots` (by task slot), so a switch-in reads the clock only
  * when `slots` says next may have one, into `cpu_last`; the thread's next switch-out (it has
