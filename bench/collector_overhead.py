@@ -234,8 +234,7 @@ def fixed_work(exe: Path, url: str, token: Path, tmp: Path, args: argparse.Names
         results["none"].append(run_workload(exe, args.iterations))
         for hz in (99, 999):
             agent = Collector(url, token, hz, "10s")
-            agent.wait_for(r"sampling at")
-            time.sleep(3)  # past BPF compile/load
+            agent.wait_for(r"interval 1 ")  # steady state: past its first drain (see section 2)
             results[f"agent {hz} Hz"].append(run_workload(exe, args.iterations))
             agent.stop()
             perf_out = tmp / "perf.data"
@@ -265,8 +264,8 @@ def sched_pipe_blocks(url: str, token: Path, args: argparse.Namespace) -> None:
     one agent in its steady state: started anew for each block (its programs attached only
     then), timed from its first interval line on (that first drain reads and symbolizes the whole
     host once, a one-off of an agent that runs for days), and long enough that the block holds an
-    interval's drain, as any stretch of a running agent does. Each agent run is divided by the
-    mean of the median none runs of the blocks just before and after it.
+    interval's drain, as any stretch of a running agent does. Each agent block's median run is
+    divided by the mean of the median runs of the none blocks just before and after it.
     Pinned to one CPU, every message is a context switch there (the worst case for the off-CPU
     program) and runs are steady (spread ~15 %); unpinned, this VM's cross-CPU wake-ups swing
     runs 3x (14-42 s), so that figure is printed but says little."""
@@ -298,10 +297,12 @@ def sched_pipe_blocks(url: str, token: Path, args: argparse.Namespace) -> None:
             base = statistics.median(none_runs)
             print(f"   none   {where:22s} {what:4s} {fmt(none_runs, base)}")
             print(f"   agent  {where:22s} {what:4s} {fmt(agent_runs, base)}")
-            block_none = [statistics.median(m[i] for m in b[pin]) for b in nones]
-            ratios = [m[i] / ((block_none[n] + block_none[n + 1]) / 2)
-                      for n, b in enumerate(agents) for m in b[pin]]
-            print(f"   agent / mean of the none blocks around it, {what}: {describe(ratios)}")
+            # Runs of one block share its stretch of machine state, so the interval is over
+            # blocks (each block's median run against the none blocks around it), not runs.
+            none_med = [statistics.median(m[i] for m in b[pin]) for b in nones]
+            agent_med = [statistics.median(m[i] for m in b[pin]) for b in agents]
+            print(f"   agent block / mean of the none blocks around it, {what}: "
+                  f"{describe(sandwiched(agent_med, none_med))} blocks")
 
 
 def main() -> int:
