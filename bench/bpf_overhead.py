@@ -11,7 +11,8 @@ sits between two runs with nothing attached: each figure is the median over roun
    sched_switch program with/without user and kernel stacks (plus `--ref REV`'s program).
 2. On-CPU at --hz (999): a fixed CPU-bound workload (cpu_split, -O2 frame pointers) CPU and
    wall time with nothing, the cpu-clock event with no program, an empty perf-event program,
-   Hotpath's on_cpu_sample, and a BCC-`profile`-like program (BPF_STACK_TRACE + get_stackid, as /usr/sbin/profile-bpfcc).
+   Hotpath's on_cpu_sample, and a BCC-`profile`-like program (BPF_STACK_TRACE + get_stackid,
+   as /usr/sbin/profile-bpfcc).
 3. Many long blockers: 48 threads in nanosleep(2 ms) loops for 3 s (~28k switch-outs/s, each a
    block over --min-block, the case the off-CPU program samples exactly up to a budget): the
    workload's CPU time, which holds the program's (it runs in the switching task).
