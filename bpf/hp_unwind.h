@@ -11,7 +11,8 @@
  *   caller's rbp: unchanged (HP_RBP_SAME) or saved at CFA + rbp_off (HP_RBP_CFA)
  * HP_CFA_END marks the outermost frame (return address undefined: _start, thread entry) and gaps
  * between FDEs (pc covered by no FDE): a walk that reaches it ends; the compiler emits it at the
- * end of every FDE whose successor does not start right there.
+ * end of every FDE whose successor does not start right there. Its cfa_off tells the two apart
+ * (HP_ROW_END_*).
  * pc is the ELF virtual address (a file's p_vaddr space); the BPF side subtracts the mapping's
  * bias (runtime address - ELF vaddr) before the search.
  *
@@ -27,6 +28,11 @@
 #define HP_CFA_PLT10 3
 #define HP_CFA_PLT11 4
 #define HP_CFA_UNSUPPORTED 255 /* a DWARF expression or register the walker does not evaluate */
+
+/* cfa_off of an HP_CFA_END row says which end it is, so a walk can tell a complete stack from one
+ * that ran into code no FDE covers. */
+#define HP_ROW_END_GAP 0         /* no FDE covers this pc: HP_END_NOT_COVERED */
+#define HP_ROW_END_OUTERMOST 1   /* return address undefined (_start, thread entry): HP_END_OK */
 
 #define HP_RBP_SAME 0
 #define HP_RBP_CFA 1
