@@ -33,6 +33,7 @@ from google.protobuf.message import DecodeError
 from profiler import pprof_columns
 from profiler import profile_pb2 as pb
 from profiler.errors import PprofError
+from profiler.gunzip import GZIP_MAGIC, GzipError, gunzip
 from profiler.model import Frame, FrameKind, Labels, Profile, ProfileTable, ValueType
 
 MAX_DECOMPRESSED = 1 << 30  # refuse gzip bombs: 1 GiB of protobuf is far beyond any real batch
@@ -40,29 +41,6 @@ KERNEL_MAPPING = "[kernel.kallsyms]"
 COUNTER_PREFIX = "hotpath.counter:"
 KIND_PREFIX = "hotpath.kind:"
 _KINDS = {k.value: k for k in FrameKind}
-
-
-def _gunzip(data: bytes) -> bytes:
-    """Inflate (possibly multi-member) gzip with a size cap; truncation is an error."""
-    out: list[bytes] = []
-    size = 0
-    rest = data
-    while rest:
-        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            chunk = d.decompress(rest, MAX_DECOMPRESSED + 1 - size)
-        except zlib.error as exc:
-            raise PprofError(f"corrupt gzip data: {exc}") from None
-        size += len(chunk)
-        out.append(chunk)
-        if size > MAX_DECOMPRESSED:
-            raise PprofError(f"decompressed profile exceeds {MAX_DECOMPRESSED} bytes")
-        if not d.eof:
-            raise PprofError("truncated gzip data")
-        rest = d.unused_data
-        if rest and rest[:2] != b"\x1f\x8b":
-            break  # trailing padding after the last member, as gzip(1) tolerates
-    return b"".join(out)
 
 
 def _check_new_id(kind: str, ident: int, seen: dict[int, object]) -> None:
@@ -88,8 +66,11 @@ def decode_table(data: bytes) -> ProfileTable:
     data = bytes(data)
     if not data:
         raise PprofError("empty input")
-    if data[:2] == b"\x1f\x8b":
-        data = _gunzip(data)
+    if data[:2] == GZIP_MAGIC:
+        try:
+            data = gunzip(data, MAX_DECOMPRESSED)
+        except GzipError as exc:
+            raise PprofError(str(exc)) from None
     table = pprof_columns.read(data, _header)  # None: unusual or bad input, the reference decides
     return table if table is not None else _reference(data)
 

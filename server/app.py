@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from server import db, heap, logs
@@ -86,6 +87,16 @@ def _register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> tuple[Response, int]:
         return jsonify({"error": exc.description or exc.name}), exc.code or 500
+
+    @app.errorhandler(DBAPIError)
+    def _database_error(exc: DBAPIError) -> tuple[Response, int]:
+        # A value the database cannot hold is the request's fault: a 4xx, which clients do not
+        # retry (a 500 is retried for ever); anything else stays a server fault.
+        message = db.bad_value_message(exc)
+        if message is None:
+            return _unexpected(exc)
+        log.warning("database refused a value", extra={"path": request.path, "error": message})
+        return jsonify({"error": f"a value in the request cannot be stored or compared: {message}"}), 400
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:

@@ -24,13 +24,15 @@ DEFAULTS: dict[str, Any] = {
     "ROLLUP_GRACE_S": 120,  # a minute/hour is rolled up only once this long has passed after it
     "MAX_BODY_BYTES": 8 * 1024 * 1024,
     "MAX_DECOMPRESSED_BYTES": 64 * 1024 * 1024,
+    "MAX_GZIP_MEMBERS": 1024,
     "MAX_SAMPLES": 200_000,
     "MAX_LABELS_PER_SAMPLE": 32,
     "MAX_SERIES_LABELS": 32,
     "MAX_DISTINCT_LABEL_SETS": 20_000,
     "MAX_LABEL_NAME_LEN": 128,
-    "MAX_LABEL_VALUE_LEN": 1024,
+    "MAX_LABEL_VALUE_LEN": 1024,  # series labels: longer is a 400; per-sample: cut and counted (max 1024)
     "MAX_STACK_DEPTH": 4096,
+    "MAX_FRAME_NAME_LEN": 4096,  # function, binary and file names: longer ones are cut and counted
     "MAX_NODES_DEFAULT": 2048,
     "MAX_NODES_CAP": 200_000,
     "SESSION_TTL_S": 12 * 3600,

@@ -70,6 +70,25 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
     return engine
 
 
+def sqlstate(error: BaseException) -> str:
+    """The SQLSTATE of a database error ("" when the driver gives none, as SQLite's)."""
+    return str(getattr(getattr(error, "orig", None), "sqlstate", "") or "")
+
+
+def bad_value_message(error: exc.DBAPIError) -> str | None:
+    """Why the database refused a *value* (a request's fault: answer 4xx), or None for a server fault.
+
+    SQLSTATE class 22 is "data exception" (out of range, too long, bad encoding); 54000 is
+    "program limit exceeded" (an index row too large). Constraint violations (class 23) are not
+    here: the service layer prevents the ones input can cause, so one reaching a view is a fault.
+    """
+    code = sqlstate(error)
+    if isinstance(error, exc.DataError) or code.startswith("22") or code == "54000":
+        detail = str(getattr(error, "orig", error)).strip().splitlines()
+        return detail[0][:300] if detail else type(error).__name__
+    return None
+
+
 def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 

@@ -8,6 +8,7 @@ import re
 
 _RELATIVE = re.compile(r"^now(?:\s*([+-])\s*(\d+)\s*(s|m|h|d|w))?$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+MAX_TIME = 253402300799  # 9999-12-31T23:59:59Z: every time fits a database bigint and a datetime
 
 
 class TimeError(ValueError):
@@ -15,7 +16,14 @@ class TimeError(ValueError):
 
 
 def parse_time(text: str, now: float) -> int:
-    """Unix seconds for `text` relative to `now`."""
+    """Unix seconds for `text` relative to `now`, within 0 .. MAX_TIME (else `TimeError`)."""
+    seconds = _parse_time(text, now)
+    if not 0 <= seconds <= MAX_TIME:
+        raise TimeError(f"time {text[:64]!r} is out of range (1970-01-01 .. 9999-12-31)")
+    return seconds
+
+
+def _parse_time(text: str, now: float) -> int:
     value = text.strip()
     if not value:
         raise TimeError("empty time")

@@ -11,7 +11,7 @@ from profiler.model import Profile, ProfileTable, Sample
 from profiler.pprof import decode_table
 from profiler.types import CPU, OFFCPU, new_cpu_profile, new_offcpu_profile
 from server.api.common import ApiError, requires, state
-from server.ingest_limits import gunzip_capped, read_body, series_labels, validate_table
+from server.ingest_limits import gunzip_body, read_body, series_labels, validate_table
 from server.storage import IngestRejected
 
 bp = Blueprint("ingest", __name__, url_prefix="/api/v1")
@@ -61,7 +61,7 @@ def ingest() -> tuple[Response, int]:
         body = read_body(request.stream, request.content_length, cfg["MAX_BODY_BYTES"])
         compressed = len(body)
         if body[:2] == b"\x1f\x8b" or request.headers.get("Content-Encoding", "").lower() == "gzip":
-            body = gunzip_capped(body, cfg["MAX_DECOMPRESSED_BYTES"])
+            body = gunzip_body(body, cfg)
         elif len(body) > cfg["MAX_DECOMPRESSED_BYTES"]:
             raise ApiError(413, f"body exceeds the decompressed limit of {cfg['MAX_DECOMPRESSED_BYTES']} bytes",
                            "decompressed_too_large")
@@ -73,7 +73,7 @@ def ingest() -> tuple[Response, int]:
                 table = decode_table(body)
             except ProfileError as exc:
                 raise ApiError(400, f"body is not a valid pprof profile: {exc}", "bad_profile") from None
-        validate_table(table, cfg)
+        repairs = validate_table(table, cfg)
         try:
             result = st.storage.ingest(table, labels, key)
         except IngestRejected as exc:
@@ -87,4 +87,6 @@ def ingest() -> tuple[Response, int]:
         return jsonify({"status": "duplicate"}), 200
     st.metrics.ingest_bytes.inc(compressed)
     st.metrics.ingest_samples.inc(result.samples)
-    return jsonify({"status": "stored", "id": result.id, "samples": result.samples}), 200
+    for what, count in repairs.items():
+        st.metrics.ingest_repairs.labels(what).inc(count)
+    return jsonify({"status": "stored", "id": result.id, "samples": result.samples, "repaired": repairs}), 200
