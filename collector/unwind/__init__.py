@@ -1,0 +1,1 @@
+"""Native unwind tables from DWARF CFI for the BPF walker (`bpf/hp_unwind.h`): compile, cache, load."""

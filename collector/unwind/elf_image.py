@@ -1,0 +1,108 @@
+"""What the table compiler needs from an ELF file: its CFI sections, load segments and build ID.
+
+pyelftools frames the file (headers, section table, notes); every size it reports is checked
+against the file before anything is read, so a corrupt header cannot make us read gigabytes.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+MAX_CFI_BYTES = 256 << 20  # a section larger than this is refused (libpython's .eh_frame: 0.3 MiB)
+_EM_X86_64 = 62
+
+
+class UnwindCompileError(Exception):
+    """The file cannot be read as a 64-bit x86_64 ELF image (missing, unreadable, corrupt)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CfiSection:
+    name: str
+    vaddr: int  # sh_addr: the base of pc-relative pointers in .eh_frame
+    data: bytes
+    is_eh: bool
+
+
+@dataclass(slots=True)
+class ElfImage:
+    build_id: str = ""
+    segments: list[tuple[int, int, int]] = field(default_factory=list)  # PT_LOAD (offset, vaddr, filesz)
+    sections: list[CfiSection] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # counted oddities, e.g. a section cut short
+
+
+def _read_exact(fh: BinaryIO, offset: int, size: int, file_size: int) -> tuple[bytes, bool]:
+    """Up to `size` bytes at `offset`, never past the file; True when that was all of them."""
+    if offset >= file_size or size <= 0:
+        return b"", size <= 0
+    avail = min(size, file_size - offset)
+    fh.seek(offset)
+    return fh.read(avail), avail == size
+
+
+def read_image(fh: BinaryIO) -> ElfImage:
+    """Sections `.eh_frame` / `.debug_frame`, PT_LOAD segments and the GNU build ID of an open file."""
+    file_size = os.fstat(fh.fileno()).st_size
+    try:
+        elf = ELFFile(fh)
+        if elf.elfclass != 64 or not elf.little_endian or elf["e_machine"] != "EM_X86_64":
+            raise UnwindCompileError("not a 64-bit little-endian x86_64 ELF file")
+        image = ElfImage()
+        for seg in elf.iter_segments():
+            if seg["p_type"] == "PT_LOAD":
+                image.segments.append((seg["p_offset"], seg["p_vaddr"], seg["p_filesz"]))
+        for sec in elf.iter_sections():
+            name, sh_type = sec.name, sec["sh_type"]
+            if sh_type == "SHT_NOTE" and not image.build_id:
+                image.build_id = _build_id(fh, sec["sh_offset"], sec["sh_size"], file_size)
+            if name not in (".eh_frame", ".debug_frame") or sh_type == "SHT_NOBITS":
+                continue
+            size = sec["sh_size"]
+            if size > MAX_CFI_BYTES:
+                image.notes.append("cfi_section_too_large")
+                continue
+            if sec["sh_flags"] & 0x800:  # SHF_COMPRESSED (.debug_frame in some debug files)
+                image.notes.append("cfi_section_compressed")
+                continue
+            data, whole = _read_exact(fh, sec["sh_offset"], size, file_size)
+            if not whole:
+                image.notes.append("cfi_section_truncated")
+            image.sections.append(CfiSection(name, sec["sh_addr"], data, name == ".eh_frame"))
+    except (ELFError, struct.error, ValueError, KeyError, IndexError, AttributeError) as exc:
+        raise UnwindCompileError(f"corrupt ELF file: {exc}") from exc
+    return image
+
+
+def _build_id(fh: BinaryIO, offset: int, size: int, file_size: int) -> str:
+    notes, _ = _read_exact(fh, offset, min(size, 1 << 16), file_size)
+    off = 0
+    while off + 12 <= len(notes):
+        namesz, descsz, n_type = struct.unpack_from("<III", notes, off)
+        name_at = off + 12
+        desc_at = name_at + (namesz + 3) // 4 * 4
+        if n_type == 3 and notes[name_at:name_at + namesz] == b"GNU\0":  # NT_GNU_BUILD_ID
+            return notes[desc_at:desc_at + descsz].hex()
+        off = desc_at + (descsz + 3) // 4 * 4
+    return ""
+
+
+def read_build_id(fh: BinaryIO) -> str:
+    """The GNU build ID of an open ELF file ("" when it has none), without reading its CFI."""
+    file_size = os.fstat(fh.fileno()).st_size
+    try:
+        elf = ELFFile(fh)
+        for sec in elf.iter_sections():
+            if sec["sh_type"] == "SHT_NOTE":
+                bid = _build_id(fh, sec["sh_offset"], sec["sh_size"], file_size)
+                if bid:
+                    return bid
+    except (ELFError, struct.error, ValueError, KeyError, IndexError, AttributeError) as exc:
+        raise UnwindCompileError(f"corrupt ELF file: {exc}") from exc
+    return ""
