@@ -16,7 +16,7 @@ import numpy as np
 from collector.bpf_abi import UNWIND_ROW
 from collector.unwind.cfa_program import CFA_END, END_GAP, RBP_SAME, CieStates, Row, fde_rows
 from collector.unwind.cfi_records import Fde, iter_fdes
-from collector.unwind.elf_image import CfiSection, ElfImage, UnwindCompileError, read_image
+from collector.unwind.elf_image import CfiSection, ElfImage, FileUnreadable, UnwindCompileError, read_image
 
 # Bumped whenever the rows for the same input could differ: cached tables of another version
 # are recompiled.
@@ -101,7 +101,7 @@ def compile_file(path: str) -> UnwindTable:
         with open(path, "rb") as fh:
             image = read_image(fh)
     except OSError as exc:
-        raise UnwindCompileError(f"{path}: {exc.strerror or exc}") from exc
+        raise FileUnreadable(f"{path}: {exc.strerror or exc}") from exc
     except UnwindCompileError as exc:
         raise UnwindCompileError(f"{path}: {exc}") from exc
     return compile_image(image)

@@ -22,6 +22,10 @@ class UnwindCompileError(Exception):
     """The file cannot be read as a 64-bit x86_64 ELF image (missing, unreadable, corrupt)."""
 
 
+class FileUnreadable(UnwindCompileError):
+    """The file could not be opened or read (gone, no permission): another path may still work."""
+
+
 @dataclass(frozen=True, slots=True)
 class CfiSection:
     name: str

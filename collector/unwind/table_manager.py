@@ -1,0 +1,265 @@
+"""The user-space side of loading unwind tables: which table each process's code needs, where it lives
+in the shared row array, and what the BPF maps must say (`proc_maps` entries per tgid).
+
+A table (one per build ID or file identity) is compiled or read from the disk cache once, however
+many processes map it; its run in the row store is reference-counted by the processes using it and
+freed when the last one exits or unmaps it. Until a table is loaded its mappings say HP_MAP_PENDING
+(the walk ends honestly); code with no CFI at all (JIT, anonymous executable memory, files without
+.eh_frame) says HP_MAP_FP. The BPF maps are written through `UnwindMapsWriter`, so all of this runs
+against a fake in unit tests and against the real maps in the agent.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from collector.bpf_abi import DEFINES, MAPPING
+from collector.symbolize.procmaps import PROC, Mapping
+from collector.unwind.compiler import UnwindTable, compile_file
+from collector.unwind.elf_image import FileUnreadable, UnwindCompileError, read_build_id
+from collector.unwind.row_store import RowStore
+from collector.unwind.table_cache import TableCache, TableKey
+
+MAP_FP = DEFINES["HP_MAP_FP"]
+MAP_PENDING = DEFINES["HP_MAP_PENDING"]
+
+
+class UnwindMapsWriter(Protocol):
+    """Where the manager's decisions go: the BPF maps `unwind_rows` and `proc_maps`."""
+
+    def write_rows(self, first: int, rows: np.ndarray) -> None: ...
+
+    def set_process(self, tgid: int, mappings: np.ndarray) -> None: ...
+
+    def delete_process(self, tgid: int) -> None: ...
+
+
+PENDING, LOADED, NO_CFI, NO_ROOM, FAILED = "pending", "loaded", "no_cfi", "no_room", "failed"
+
+
+@dataclass(slots=True)
+class _Table:
+    key: TableKey
+    sources: list[str]  # paths that open the file (map_files of a process, its root + path)
+    state: str = PENDING
+    first: int = 0
+    count: int = 0
+    segments: list[tuple[int, int, int]] = field(default_factory=list)
+    users: set[int] = field(default_factory=set)
+
+    def vaddr(self, file_offset: int) -> int | None:
+        for off, vaddr, size in self.segments:
+            if off <= file_offset < off + max(size, 1):
+                return file_offset - off + vaddr
+        return None
+
+
+@dataclass(slots=True)
+class _Proc:
+    maps: list[tuple[Mapping, _Table | None]]  # None: no table can exist (JIT, anonymous)
+
+
+class TableManager:
+    """Tables for live processes in a row store of `capacity_rows` rows, mirrored through `writer`."""
+
+    def __init__(self, writer: UnwindMapsWriter, cache: TableCache, capacity_rows: int, *,
+                 max_mappings: int = DEFINES["HP_MAX_MAPPINGS"], proc: Path = PROC,
+                 compile_table: Callable[[str], UnwindTable] = compile_file,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.writer = writer
+        self.cache = cache
+        self.store = RowStore(capacity_rows)
+        self.max_mappings = max_mappings
+        self.proc = proc
+        self.compile_table = compile_table
+        self.clock = clock
+        self.tables: dict[TableKey, _Table] = {}
+        self.procs: dict[int, _Proc] = {}
+        self._identity: dict[tuple[int, int, int, int], TableKey] = {}
+        self._queue: deque[_Table] = deque()
+        self.stats: Counter[str] = Counter()
+        self.cfi_counts: Counter[str] = Counter()  # compiler reasons summed over loaded tables
+
+    # -- processes ---------------------------------------------------------------------------
+
+    def update_process(self, pid: int, maps: Iterable[Mapping]) -> None:
+        """Take `pid`'s current executable mappings (a new process, exec, dlopen, munmap)."""
+        old = self.procs.get(pid)
+        entries: list[tuple[Mapping, _Table | None]] = []
+        for m in sorted(maps, key=lambda m: m.start):
+            if len(entries) >= self.max_mappings:
+                self.stats["mappings_over_limit"] += 1
+                break
+            entries.append((m, self._table_for(pid, m)))
+        for _, table in entries:
+            if table is not None:
+                table.users.add(pid)
+        self.procs[pid] = _Proc(entries)
+        if old is not None:
+            self._release(pid, {id(t) for _, t in entries if t is not None}, old)
+        self._write_process(pid)
+
+    def remove_process(self, pid: int) -> None:
+        """`pid` exited: drop its entry and every table no other process uses."""
+        old = self.procs.pop(pid, None)
+        if old is None:
+            return
+        self.writer.delete_process(pid)
+        self._release(pid, set(), old)
+
+    def retain(self, live: Iterable[int]) -> None:
+        """Remove every process not in `live`."""
+        keep = set(live)
+        for pid in [p for p in self.procs if p not in keep]:
+            self.remove_process(pid)
+
+    def mappings(self, pid: int) -> np.ndarray:
+        """`pid`'s `proc_maps` entries as they are (or would be) written."""
+        proc = self.procs.get(pid)
+        out = np.zeros(len(proc.maps) if proc else 0, dtype=MAPPING)
+        for i, (m, table) in enumerate(proc.maps if proc else []):
+            out[i]["start"], out[i]["end"] = m.start, m.end
+            if table is None or table.state == NO_CFI:
+                out[i]["table_first"] = MAP_FP
+            elif table.state != LOADED:
+                out[i]["table_first"] = MAP_PENDING
+            else:
+                vaddr = table.vaddr(m.offset)
+                if vaddr is None:  # the mapped offset is in no PT_LOAD segment: not the file we read
+                    out[i]["table_first"] = MAP_PENDING
+                    continue
+                out[i]["bias"] = (m.start - vaddr) & 0xFFFFFFFFFFFFFFFF
+                out[i]["table_first"], out[i]["table_count"] = table.first, table.count
+        return out
+
+    def _write_process(self, pid: int) -> None:
+        self.writer.set_process(pid, self.mappings(pid))
+
+    def _release(self, pid: int, still_used: set[int], old: _Proc) -> None:
+        for _, table in old.maps:
+            if table is None or id(table) in still_used or pid not in table.users:
+                continue
+            table.users.discard(pid)
+            if not table.users:
+                self._evict(table)
+
+    def _evict(self, table: _Table) -> None:
+        self.tables.pop(table.key, None)
+        if table.state == LOADED:
+            self.store.release(table.first, table.count)
+            self.stats["tables_evicted"] += 1
+            self._requeue_no_room()
+
+    def _requeue_no_room(self) -> None:
+        for table in self.tables.values():
+            if table.state == NO_ROOM:
+                table.state = PENDING
+                self._queue.append(table)
+
+    # -- tables ------------------------------------------------------------------------------
+
+    def _table_for(self, pid: int, m: Mapping) -> _Table | None:
+        path = m.clean_path
+        if m.inode == 0 or not path.startswith("/"):  # anonymous, JIT, [vdso], [vsyscall]
+            self.stats["mappings_without_file"] += 1
+            return None
+        sources = [f"{self.proc}/{pid}/map_files/{m.start:x}-{m.end:x}", f"{self.proc}/{pid}/root{path}"]
+        key = None
+        for src in sources:
+            try:
+                st = os.stat(src)
+            except OSError:
+                continue
+            ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            key = self._identity.get(ident)
+            if key is None:
+                key = self._key_of(src, st)
+                if key is None:
+                    continue
+                self._identity[ident] = key
+            break
+        if key is None:
+            self.stats["mappings_unreadable"] += 1
+            return None
+        table = self.tables.get(key)
+        if table is None:
+            table = self.tables[key] = _Table(key, sources)
+            self._queue.append(table)
+        elif table.state == PENDING and sources[0] not in table.sources:
+            table.sources = sources + table.sources[:6]  # the newest process is the likeliest alive
+        return table
+
+    def _key_of(self, src: str, st: os.stat_result) -> TableKey | None:
+        try:
+            with open(src, "rb") as fh:
+                build_id = read_build_id(fh)
+        except OSError:
+            return None
+        except UnwindCompileError:
+            build_id = ""
+        return TableKey.for_build_id(build_id) if build_id else TableKey.for_file(st)
+
+    def pending(self) -> int:
+        return sum(1 for t in self._queue if t.state == PENDING and t.key in self.tables)
+
+    def load_pending(self, budget_s: float | None = None) -> int:
+        """Load queued tables (disk cache, else compile) until the queue or `budget_s` runs out;
+        rewrites the processes whose entries changed. Returns the tables that changed state."""
+        deadline = None if budget_s is None else self.clock() + budget_s
+        changed: set[int] = set()
+        done = 0
+        while self._queue and (deadline is None or self.clock() < deadline):
+            table = self._queue.popleft()
+            if table.state != PENDING or self.tables.get(table.key) is not table:
+                continue
+            self._load(table)
+            done += 1
+            changed |= table.users
+        for pid in changed:
+            if pid in self.procs:
+                self._write_process(pid)
+        return done
+
+    def _load(self, table: _Table) -> None:
+        compiled = self.cache.load(table.key)
+        if compiled is None:
+            for src in table.sources:
+                try:
+                    compiled = self.compile_table(src)
+                except FileUnreadable:
+                    continue
+                except UnwindCompileError:
+                    self.stats["tables_failed"] += 1
+                    table.state = FAILED
+                    return
+                self.stats["tables_compiled"] += 1
+                self.cache.store(table.key, compiled)
+                break
+            else:
+                self.stats["tables_unreadable"] += 1
+                table.state = FAILED
+                return
+        else:
+            self.stats["tables_from_cache"] += 1
+        table.segments = list(compiled.segments)
+        self.cfi_counts.update(compiled.counts)
+        if len(compiled.rows) == 0:
+            table.state = NO_CFI
+            return
+        first = self.store.alloc(len(compiled.rows))
+        if first is None:
+            self.stats["tables_no_room"] += 1
+            self.stats["rows_no_room"] += len(compiled.rows)
+            table.state = NO_ROOM
+            return
+        self.writer.write_rows(first, compiled.rows)
+        table.first, table.count, table.state = first, len(compiled.rows), LOADED
+        self.stats["tables_loaded"] += 1
