@@ -2,6 +2,10 @@
 
 Prometheus semantics (anchored regexes, `= != =~ !~`) so users' habits carry over; errors give the
 0-based position and what was expected so the UI can point at the mistake.
+
+Regexes are RE2 (the `google-re2` package), as in Prometheus: matching runs in time linear in the
+value whatever the pattern, so a selector cannot hold a worker (Python's backtracking `re` needs
+minutes for `(a+)+b` against 1,024 `a`s). The price is the syntax RE2 leaves out (`RE2_UNSUPPORTED`).
 """
 
 from __future__ import annotations
@@ -9,6 +13,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+import re2
 
 from profiler.errors import SelectorError
 
@@ -18,6 +25,11 @@ OPS = ("=", "!=", "=~", "!~")
 _NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
 _OPS_EXPECTED = "one of '=', '!=', '=~', '!~'"
+REGEX_MAX_MEM = 8 << 20  # RE2's compile budget per pattern: a bigger program is refused, not built
+RE2_UNSUPPORTED = ("selector regexes use RE2 syntax, which matches in linear time and has no backreferences "
+                   "(\\1, (?P=name)), lookahead or lookbehind ((?=, (?!, (?<=, (?<!), atomic groups (?>...), "
+                   "possessive quantifiers (a*+, a++), conditionals (?(1)...), \\Z or \\G (use $ or \\z), "
+                   "nor repetition counts over 1000")
 
 
 @dataclass(frozen=True)
@@ -27,7 +39,7 @@ class Matcher:
     name: str
     op: str
     value: str
-    regex: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    regex: Any = field(default=None, compare=False, repr=False)  # a compiled RE2 pattern
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -42,7 +54,10 @@ class Matcher:
         if self.op == "!=":
             return value != self.value
         assert self.regex is not None
-        hit = self.regex.fullmatch(value) is not None
+        try:
+            hit = self.regex.fullmatch(value) is not None
+        except UnicodeEncodeError:  # a lone surrogate (stored with surrogatepass): RE2 takes UTF-8 only
+            hit = self.regex.fullmatch(value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")) is not None
         return hit if self.op == "=~" else not hit
 
     def __str__(self) -> str:
@@ -67,11 +82,30 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
 
 
-def _compile(pattern: str, position: int) -> re.Pattern[str]:
+def _re2_options() -> Any:
+    options = re2.Options()
+    options.dot_nl = True  # `.` matches a newline too, as Prometheus's (?s) does
+    options.max_mem = REGEX_MAX_MEM
+    options.log_errors = False  # the error goes to the client, not to the server's stderr
+    return options
+
+
+_OPTIONS = _re2_options()
+
+
+def _compile(pattern: str, position: int) -> Any:
+    """The pattern compiled by RE2 (matched with `fullmatch`, so anchored at both ends)."""
     try:
-        return re.compile(f"(?:{pattern})\\Z", re.DOTALL)
-    except (re.error, RecursionError, OverflowError, ValueError) as exc:
-        raise SelectorError(f"invalid regular expression ({exc})", position, "a valid regular expression") from None
+        return re2.compile(f"(?:{pattern})", _OPTIONS)
+    except UnicodeEncodeError:
+        raise SelectorError("invalid regular expression (not valid Unicode: a lone surrogate)", position,
+                            "a valid RE2 regular expression") from None
+    except (re2.error, ValueError, TypeError, OverflowError) as exc:
+        detail = exc.args[0] if exc.args else exc
+        if isinstance(detail, bytes):
+            detail = detail.decode("utf-8", "replace")
+        raise SelectorError(f"invalid regular expression ({detail}); {RE2_UNSUPPORTED}", position,
+                            "a valid RE2 regular expression") from None
 
 
 class _Parser:

@@ -37,7 +37,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         db.upgrade(url)
     engine = db.make_engine(url, pool_size=cfg["POOL_SIZE"])
     db.check_schema(engine)
-    storage = Storage(engine, retention_days=cfg["RETENTION_DAYS"], rollup_grace_s=cfg["ROLLUP_GRACE_S"])
+    storage = Storage(engine, retention_days=cfg["RETENTION_DAYS"], rollup_grace_s=cfg["ROLLUP_GRACE_S"],
+                      cache_entries=cfg["DICT_CACHE_ENTRIES"])
     app.extensions["hotpath"] = State(storage, Authenticator(engine, cfg["SESSION_TTL_S"]), Metrics(engine), cfg)
     _register(app)
     if cfg["MAINTENANCE_INTERVAL_S"] > 0 and not cfg.get("TESTING"):
@@ -79,6 +80,8 @@ def _register(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> tuple[Response, int]:
         body: dict[str, Any] = {"error": exc.message}
+        if exc.reason:
+            body["reason"] = exc.reason
         resp = jsonify(body)
         if exc.status == 401:
             resp.headers["WWW-Authenticate"] = 'Bearer realm="hotpath"'

@@ -35,6 +35,10 @@ DEFAULTS: dict[str, Any] = {
     "MAX_FRAME_NAME_LEN": 4096,  # function, binary and file names: longer ones are cut and counted
     "MAX_NODES_DEFAULT": 2048,
     "MAX_NODES_CAP": 200_000,
+    "QUERY_TIMEOUT_S": 30.0,  # a query past this answers 503 (SQL stopped by the database, loops by checks)
+    "QUERY_MAX_STACKS": 1_000_000,  # distinct stacks one query may merge and resolve (memory); past it: 422
+    "QUERY_MAX_GROUPS": 100,  # /series group_by: the largest groups by total, the rest summed as "other"
+    "DICT_CACHE_ENTRIES": 1_000_000,  # per-worker function/stack cache entries (a limit costs time, not answers)
     "SESSION_TTL_S": 12 * 3600,
     "POOL_SIZE": 5,
     "WORKERS": 1,
@@ -66,6 +70,14 @@ def _coerce(key: str, raw: Any, default: Any) -> Any:
             return int(raw)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: expected an integer, got {raw!r}") from None
+    if isinstance(default, float):
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not value > 0 or value == float("inf"):
+            raise ConfigError(f"{key}: expected a positive number, got {raw!r}")
+        return value
     return str(raw)
 
 

@@ -15,7 +15,11 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.pool import NullPool
 
+from server import deadline
+
 PING_IDLE_S = 5.0
+_PG_QUERY_CANCELED = "57014"  # statement_timeout fired
+_SQLITE_PROGRESS_OPS = 10_000  # virtual machine instructions between deadline checks (~0.1-1 ms)
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -104,9 +108,35 @@ def write(engine: Engine) -> Iterator[Connection]:
 
 @contextlib.contextmanager
 def read(engine: Engine) -> Iterator[Connection]:
-    """A read-only block (one transaction, so one consistent snapshot on PostgreSQL)."""
+    """A read-only block (one transaction, so one consistent snapshot on PostgreSQL).
+
+    Inside a query's `deadline.limits`, SQL stops at the deadline too: PostgreSQL through a
+    transaction-local statement_timeout, SQLite through a progress handler; either surfaces here as
+    `deadline.QueryTimeout`.
+    """
+    remaining = deadline.remaining_s()
     with engine.connect() as conn, conn.begin():
-        yield conn
+        if remaining is None:
+            yield conn
+            return
+        if remaining <= 0:
+            raise deadline.timeout_error()
+        sqlite_conn = None
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, int(remaining * 1000))}")
+        else:
+            sqlite_conn = conn.connection.driver_connection
+            sqlite_conn.set_progress_handler(deadline.expired, _SQLITE_PROGRESS_OPS)
+        try:
+            yield conn
+        except exc.DBAPIError as error:
+            if getattr(error.orig, "sqlstate", None) == _PG_QUERY_CANCELED or (
+                    sqlite_conn is not None and deadline.expired() and "interrupt" in str(error.orig)):
+                raise deadline.timeout_error() from None
+            raise
+        finally:
+            if sqlite_conn is not None:
+                sqlite_conn.set_progress_handler(None, 0)
 
 
 @contextlib.contextmanager

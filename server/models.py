@@ -72,6 +72,18 @@ series = Table(
     Index("ix_series_type", "profile_type"),
 )
 
+# Each series' label pairs, for selecting series through an index (equality by value hash; a regex
+# reads the distinct values of one name). The value is hashed in the key because a btree entry is
+# capped at 2,704 bytes on PostgreSQL and a label value may be 1,024 four-byte characters.
+series_labels = Table(
+    "series_labels",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("value_hash", BigInteger, primary_key=True, autoincrement=False),
+    Column("series_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("value", Text, nullable=False),
+)
+
 
 def _data_columns() -> list[Column]:
     return [

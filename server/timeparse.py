@@ -30,6 +30,8 @@ def _parse_time(text: str, now: float) -> int:
     match = _RELATIVE.match(value)
     if match:
         sign, amount, unit = match.groups()
+        if amount and len(amount) > 15:  # past MAX_TIME in any unit; also spares int() a 10k-digit string
+            raise TimeError(f"time {text[:64]!r} is out of range (1970-01-01 .. 9999-12-31)")
         offset = int(amount) * _UNITS[unit] if amount else 0
         return int(now) + (offset if sign == "+" else -offset)
     try:
@@ -38,17 +40,20 @@ def _parse_time(text: str, now: float) -> int:
         number = None
     if number is not None:
         if math.isnan(number) or number < 0 or number > 1e16:
-            raise TimeError(f"time {text!r} out of range")
+            raise TimeError(f"time {text[:64]!r} out of range")
         return int(number / 1000) if number > 1e11 else int(number)  # > 1e11 can only be milliseconds
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
         raise TimeError(
-            f"bad time {text!r}: expected RFC 3339 (2026-01-02T15:04:05Z), Unix seconds, or now-1h/now-30m/now-7d"
+            f"bad time {text[:64]!r}: expected RFC 3339 (2026-01-02T15:04:05Z), Unix seconds, or now-1h/now-30m/now-7d"
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
-    return int(parsed.timestamp())
+    try:
+        return int(parsed.timestamp())
+    except (OverflowError, ValueError):  # year 1 with a positive offset, ...
+        raise TimeError(f"time {text[:64]!r} is out of range (1970-01-01 .. 9999-12-31)") from None
 
 
 def parse_range(start: str | None, end: str | None, now: float, default_span: int = 3600) -> tuple[int, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from server.api.common import ApiError, requires, state
-from server.api.query import range_args, selector_arg
+from server.api.query import range_args, selector_arg, timed
 from server.ingest_limits import LABEL_NAME
 
 bp = Blueprint("labels", __name__, url_prefix="/api/v1")
@@ -19,6 +19,7 @@ def profile_types() -> Response:
 
 @bp.get("/labels")
 @requires("read")
+@timed("labels")
 def labels() -> Response:
     t0, t1 = range_args()
     return jsonify({"labels": state().storage.label_names(t0, t1)})
@@ -26,6 +27,7 @@ def labels() -> Response:
 
 @bp.get("/labels/<name>/values")
 @requires("read")
+@timed("label_values")
 def label_values(name: str) -> Response:
     if not LABEL_NAME.match(name):
         raise ApiError(400, f"bad label name {name[:64]!r}")

@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from profiler.errors import SelectorError
-from server import render
+from server import deadline, render
 from server.api.common import ApiError, requires, state
 from server.timeparse import TimeError, parse_range
 
@@ -20,12 +20,21 @@ MAX_POINTS = 11_000
 
 
 def timed(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator for query views: observe the latency, and run the view within the query limits
+    (QUERY_TIMEOUT_S answers 503, QUERY_MAX_STACKS answers 422; either way the worker is free)."""
+
     def wrap(view: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(view)
         def inner(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
+            cfg = state().config
             try:
-                return view(*args, **kwargs)
+                with deadline.limits(cfg["QUERY_TIMEOUT_S"], cfg["QUERY_MAX_STACKS"]):
+                    return view(*args, **kwargs)
+            except deadline.QueryTimeout as exc:
+                raise ApiError(503, str(exc), "timeout") from None
+            except deadline.QueryTooLarge as exc:
+                raise ApiError(422, str(exc), "budget") from None
             finally:
                 state().metrics.query_seconds.labels(name).observe(time.perf_counter() - started)
 
@@ -98,9 +107,13 @@ def series() -> Response:
     if (t1 - t0) // step > MAX_POINTS:
         raise ApiError(400, f"step {step}s gives over {MAX_POINTS} points for this range: use a larger step")
     group_by = request.args.get("group_by") or None
-    ptype, unit, out = state().storage.timeline(sel, t0, t1, step, group_by)
-    return jsonify({"type": ptype, "unit": unit or "nanoseconds", "step": step, "from": t0, "until": t1,
-                    "series": out})
+    st = state()
+    found = st.storage.timeline(sel, t0, t1, step, group_by, st.config["QUERY_MAX_GROUPS"])
+    doc: dict[str, Any] = {"type": found.profile_type, "unit": found.unit or "nanoseconds", "step": step, "from": t0,
+                           "until": t1, "series": found.series}
+    if group_by:  # how many groups there were, and how many the "other" entry sums (QUERY_MAX_GROUPS)
+        doc["groups"] = {"total": found.groups, "shown": found.groups - found.other, "other": found.other}
+    return jsonify(doc)
 
 
 @bp.get("/flamegraph")

@@ -37,11 +37,12 @@ BUILTIN_TYPES = (("cpu", "nanoseconds"), ("offcpu", "nanoseconds"))
 class Storage:
     """Profile storage over one SQLAlchemy engine (shared by every request of a process)."""
 
-    def __init__(self, engine: Engine, retention_days: int = 30, rollup_grace_s: int = 120) -> None:
+    def __init__(self, engine: Engine, retention_days: int = 30, rollup_grace_s: int = 120,
+                 cache_entries: int = 1_000_000) -> None:
         self.engine = engine
         self.retention_days = retention_days
         self.rollup_grace_s = rollup_grace_s
-        self.dictionary = Dictionary()
+        self.dictionary = Dictionary(cache_entries)
         self.partitions = Partitions(engine)
         self.seen_series: dict[int, tuple[int, int]] = {}  # first/last seen, as stored
         self.seen_labels: dict[tuple[str, str], int] = {}
@@ -89,10 +90,10 @@ class Storage:
             flat, lengths, values = flat[np.repeat(ok, lengths)], lengths[ok], values[ok]
         return build_tree_ids(frames, flat, lengths, values)
 
-    def timeline(self, selector: Selector, t0: int, t1: int, step: int,
-                 group_by: str | None = None) -> tuple[str, str, list[dict[str, Any]]]:
+    def timeline(self, selector: Selector, t0: int, t1: int, step: int, group_by: str | None = None,
+                 max_groups: int = 100) -> _query.Timeline:
         with db.read(self.engine) as conn:
-            return _query.timeline(conn, selector, t0, t1, step, group_by)
+            return _query.timeline(conn, selector, t0, t1, step, group_by, max_groups)
 
     def profile_types(self) -> list[dict[str, str]]:
         with db.read(self.engine) as conn:
@@ -117,8 +118,10 @@ class Storage:
         values: set[str] = set()
         with db.read(self.engine) as conn:
             ptype = selector.profile_type if selector and selector.profile_type else None
-            for s in _query.load_series(conn, ptype, t0, t1):
-                if name in s.labels and (selector is None or _query.split_matchers(selector, s.labels)[0]):
+            found = (_query.matching_series(conn, selector, ptype, t0, t1) if selector
+                     else [(s, []) for s in _query.load_series(conn, ptype, t0, t1)])
+            for s, _rest in found:
+                if name in s.labels:
                     values.add(s.labels[name])
             query = select(sample_labels.c.value).where(sample_labels.c.name == name,
                                                         sample_labels.c.last_seen >= t0 - 3600)

@@ -10,6 +10,7 @@ after the caller's transaction committed, so a rolled-back insert never leaves a
 from __future__ import annotations
 
 import hashlib
+import itertools
 import operator
 import struct
 from collections.abc import Iterable, Sequence
@@ -19,10 +20,11 @@ from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from profiler.model import Frame, FrameKind
+from server import deadline
 from server.models import functions, stacks
 
 CHUNK = 500
-_CACHE_LIMIT = 1_000_000  # entries per cache; a stack key is 8 bytes per frame
+CACHE_LIMIT = 1_000_000  # entries per cache by default (DICT_CACHE_ENTRIES); a stack key is 8 bytes per frame
 
 
 def function_hash(frame: Frame) -> bytes:
@@ -148,7 +150,8 @@ class Dictionary:
     frame and one dict lookup per sample; content hashes are computed only on a miss.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, cache_limit: int = CACHE_LIMIT) -> None:
+        self.cache_limit = max(1, cache_limit)
         self.function_ids: dict[FrameKey, int] = {}
         self.function_hashes: dict[int, bytes] = {}  # id -> content hash, to hash new stacks
         self.stack_ids: dict[bytes, int] = {}
@@ -207,10 +210,10 @@ class Dictionary:
         """Publish ids learned in a transaction that has now committed."""
         if not (a.new_functions or a.new_stacks):
             return
-        if len(self.function_ids) > _CACHE_LIMIT:
+        if len(self.function_ids) + len(a.new_functions) > self.cache_limit:
             self.function_ids.clear()
             self.function_hashes.clear()
-        if len(self.stack_ids) > _CACHE_LIMIT:
+        if len(self.stack_ids) + len(a.new_stacks) > self.cache_limit:
             self.stack_ids.clear()
         for key, (fid, h) in a.new_functions.items():
             self.function_ids[key] = fid
@@ -218,20 +221,41 @@ class Dictionary:
         self.stack_ids.update(a.new_stacks)
 
     # -- read side ----------------------------------------------------------------------------
-    def load(self, conn: Connection, stack_ids: Iterable[int]) -> None:
-        """Make sure the stacks and their functions are cached (one query per chunk of misses)."""
-        blobs = self.stack_rows
-        missing = [int(s) for s in stack_ids if int(s) not in blobs]
-        new_fids: set[int] = set()
+    def load(self, conn: Connection, stack_ids: Iterable[int]) -> tuple[dict[int, bytes], dict[int, Frame]]:
+        """The packed stacks and their functions for `stack_ids` (cache hits plus one query per chunk
+        of misses), as mappings of their own: the caches are bounded and may be emptied while this
+        runs, so an answer is never read back from them (a limit may cost time, never correctness)."""
+        cached, blobs = self.stack_rows, {}
+        missing = []
+        for s in map(int, stack_ids):
+            blob = cached.get(s)
+            if blob is None:
+                missing.append(s)
+            else:
+                blobs[s] = blob
+        fetched: dict[int, bytes] = {}
         for i in range(0, len(missing), CHUNK * 4):
+            deadline.check()
             part = missing[i : i + CHUNK * 4]
             for sid, packed in conn.execute(select(stacks.c.id, stacks.c.function_ids).where(stacks.c.id.in_(part))):
                 packed = bytes(packed)
-                blob = packed[1:] if packed[0] == 4 else np.frombuffer(packed, "<i8", offset=1).astype("<u4").tobytes()
-                blobs[int(sid)] = blob
-                new_fids.update(struct.unpack(f"<{len(blob) // 4}I", blob))
-        missing_f = [f for f in new_fids if f not in self.function_rows]
+                fetched[int(sid)] = (packed[1:] if packed[0] == 4
+                                     else np.frombuffer(packed, "<i8", offset=1).astype("<u4").tobytes())
+        blobs.update(fetched)
+        self._remember(self.stack_rows, fetched)
+        fids = np.unique(np.frombuffer(b"".join(blobs.values()), dtype="<u4")).tolist() if blobs else []
+        known = self.function_rows
+        funcs: dict[int, Frame] = {}
+        missing_f = []
+        for f in fids:
+            fr = known.get(f)
+            if fr is None:
+                missing_f.append(f)
+            else:
+                funcs[f] = fr
+        new_funcs: dict[int, Frame] = {}
         for i in range(0, len(missing_f), CHUNK * 4):
+            deadline.check()
             part = missing_f[i : i + CHUNK * 4]
             query = select(functions.c.id, functions.c.name, functions.c.binary, functions.c.kind)
             for fid, name, binary, kind in conn.execute(query.where(functions.c.id.in_(part))):
@@ -239,29 +263,39 @@ class Dictionary:
                     fkind = FrameKind(kind)
                 except ValueError:
                     fkind = FrameKind.UNKNOWN
-                self.function_rows[int(fid)] = Frame(name, binary, fkind)
-        if len(blobs) > _CACHE_LIMIT:
-            self.stack_rows = {}
+                new_funcs[int(fid)] = Frame(name, binary, fkind)
+        funcs.update(new_funcs)
+        self._remember(self.function_rows, new_funcs)
+        return blobs, funcs
+
+    def _remember(self, cache: dict, new: dict) -> None:  # type: ignore[type-arg]
+        """Add `new` to a read cache, emptying it first when it would pass the limit (then keeping at
+        most `cache_limit` of `new`)."""
+        if not new:
+            return
+        if len(cache) + len(new) > self.cache_limit:
+            cache.clear()
+        if len(new) <= self.cache_limit:
+            cache.update(new)
+        else:
+            cache.update(itertools.islice(new.items(), self.cache_limit))
 
     def flat(self, conn: Connection, stack_ids: np.ndarray) -> tuple[list[Frame], np.ndarray, np.ndarray, np.ndarray]:
         """(frames, flat local frame ids, lengths, kept mask) for `build_tree_ids`, vectorized."""
         ids = stack_ids.tolist()
-        self.load(conn, ids)
-        blobs = self.stack_rows
+        blobs, funcs = self.load(conn, ids)
         kept = np.fromiter((s in blobs for s in ids), dtype=bool, count=len(ids))
         parts = [blobs[s] for s in ids if s in blobs]
         lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)) // 4
         flat = np.frombuffer(b"".join(parts), dtype="<u4").astype(np.int64)
         uniq, local = dense_unique(flat)
-        funcs = self.function_rows
         frames = [funcs.get(int(f)) or Frame(f"unknown function {int(f)}") for f in uniq]
         return frames, local.astype(np.int64), lengths, kept
 
     def resolve(self, conn: Connection, stack_ids: Iterable[int]) -> dict[int, tuple[Frame, ...]]:
         """Frames (root first) for each stack id."""
         wanted = [int(s) for s in stack_ids]
-        self.load(conn, wanted)
-        blobs, funcs = self.stack_rows, self.function_rows
+        blobs, funcs = self.load(conn, wanted)
         out = {}
         for s in wanted:
             blob = blobs.get(s)

@@ -16,8 +16,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from profiler.model import Profile, ProfileTable, ValueType
 from profiler.types import MAIN_VALUE, PROFILE_TYPES, profile_type_of
 from server import db
-from server.models import batches, ingest_keys, rollup_buckets, sample_labels, series
-from server.storage import rows
+from server.models import batches, ingest_keys, rollup_buckets, sample_labels, series, series_labels
+from server.storage import rows, series_index
 from server.storage.dictionary import Assignment
 from server.storage.plan import STEPS
 
@@ -159,8 +159,9 @@ def store(storage: Storage, table: ProfileTable, labels: dict[str, str], key: st
                 storage.dictionary.fill(conn, assignment, flat_stacks)
             row = _row(assignment, values, label_idx if has_labels else None, label_sets, meta)
             stored = _insert_batch(conn, row, key, now_s)
+            touched = False
             if stored:
-                _touch_series(storage, conn, sid, ptype, labels, sample_types, ts)
+                touched = _touch_series(storage, conn, sid, ptype, labels, sample_types, ts)
                 if fresh_labels:
                     _touch_sample_labels(conn, fresh_labels, ts)
                 if late:
@@ -171,8 +172,9 @@ def store(storage: Storage, table: ProfileTable, labels: dict[str, str], key: st
         storage.dictionary.committed(assignment)  # dictionary rows are valid even for a duplicate
         if not stored:
             return IngestResult("duplicate")
-        first, last = storage.seen_series.get(sid, (ts, ts))
-        storage.seen_series[sid] = (min(first, ts), max(last, ts))
+        if touched:  # seen_series holds what the database holds: a stale last_seen hides the series
+            first, last = storage.seen_series.get(sid, (ts, ts))
+            storage.seen_series[sid] = (min(first, ts), max(last, ts))
         if len(storage.seen_labels) > 1_000_000:
             storage.seen_labels.clear()
         for pair in fresh_labels:
@@ -202,9 +204,10 @@ def _fresh_label_pairs(storage: Storage, label_sets: list, ts: int) -> list[tupl
 
 
 def _touch_series(storage: Storage, conn: Connection, sid: int, ptype: str, labels: dict[str, str],
-                  sample_types: list[list[str]], ts: int) -> None:
+                  sample_types: list[list[str]], ts: int) -> bool:
+    """Upsert the series' first/last seen (unless this process stored them within the hour); True if written."""
     if _series_fresh(storage, sid, ts):
-        return
+        return False
     pg = conn.dialect.name == "postgresql"
     stmt = (postgresql if pg else sqlite).insert(series).values(
         id=sid, profile_type=ptype, labels=json.dumps(labels, sort_keys=True, separators=(",", ":")),
@@ -213,6 +216,9 @@ def _touch_series(storage: Storage, conn: Connection, sid: int, ptype: str, labe
     conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_={
         "first_seen": least(series.c.first_seen, stmt.excluded.first_seen),
         "last_seen": greatest(series.c.last_seen, stmt.excluded.last_seen)}))
+    if sid not in storage.seen_series and labels:  # first sight in this process: index its label pairs
+        _insert_ignore(conn, series_labels, series_index.label_rows(sid, labels), ["name", "value_hash", "series_id"])
+    return True
 
 
 def _touch_sample_labels(conn: Connection, pairs: list[tuple[str, str]], ts: int) -> None:

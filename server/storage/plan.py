@@ -7,6 +7,7 @@ start time). Coarse tiers cover the middle of a range, finer ones its unaligned 
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 MINUTE, TEN_MINUTES, HOUR = 60, 600, 3600
@@ -37,8 +38,13 @@ def _add_raw(plan: Plan, start: int, end: int) -> None:
 
 
 def make_plan(t0: int, t1: int, done: dict[int, set[int]]) -> Plan:
-    """Cover [t0, t1) with done buckets, coarse first; what no bucket covers is read raw."""
+    """Cover [t0, t1) with done buckets, coarse first; what no bucket covers is read raw.
+
+    Work is proportional to the done buckets inside the range, never to its length: the gaps between
+    done buckets are handed to the next tier whole (`from=0` once walked every hour since 1970).
+    """
     plan = Plan()
+    ordered = {step: sorted(done.get(step, ())) for step in STEPS}
     # An explicit stack (no recursion), items popped in time order: (start, end, tier), where
     # tier -1 marks a done bucket and tier == len(STEPS) a raw interval.
     work: list[tuple[int, int, int]] = [(t0, t1, 0)]
@@ -47,20 +53,21 @@ def make_plan(t0: int, t1: int, done: dict[int, set[int]]) -> Plan:
         if tier == -1:
             plan.buckets[b - a].append(a)
             continue
-        while tier < len(STEPS) and not done.get(STEPS[tier]):
-            tier += 1
         if tier == len(STEPS):
             _add_raw(plan, a, b)
             continue
         step = STEPS[tier]
+        starts = ordered[step]
+        # done buckets wholly inside [a, b): start >= a and start + step <= b
+        inside = starts[bisect.bisect_left(starts, a):bisect.bisect_right(starts, b - step)]
         pieces: list[tuple[int, int, int]] = []
-        start = a - a % step
-        while start < b:
-            end = start + step
-            if start >= a and end <= b and start in done[step]:
-                pieces.append((start, end, -1))
-            else:
-                pieces.append((max(start, a), min(end, b), tier + 1))
-            start = end
+        cursor = a
+        for start in inside:
+            if cursor < start:
+                pieces.append((cursor, start, tier + 1))
+            pieces.append((start, start + step, -1))
+            cursor = start + step
+        if cursor < b:
+            pieces.append((cursor, b, tier + 1))
         work.extend(reversed(pieces))
     return plan
