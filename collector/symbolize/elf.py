@@ -311,3 +311,51 @@ def load_elf(path: str, root: str = "") -> ElfSymbols:
             result.has_symtab = True
             break
     return _finish(result, syms)
+
+
+def named_symbols(path: str, names: set[str]) -> tuple[dict[str, tuple[int, int]], list[tuple[int, int, int]]]:
+    """({name: (ELF vaddr, size)} of the wanted symbols of any type, PT_LOAD segments).
+
+    For data symbols (e.g. CPython's `_PyRuntime`), which `load_elf` leaves out: it keeps
+    functions only. Looks at `.dynsym` and `.symtab`; 64-bit little-endian files only."""
+    found: dict[str, tuple[int, int]] = {}
+    wanted = {n.encode() for n in names}
+    try:
+        with open(path, "rb") as fh:
+            head = _read_elf64(fh, path)
+            if head is None:
+                raise ElfReadError(f"{path}: not a 64-bit little-endian ELF file")
+            segments = head[0].segments
+            fh.seek(0)
+            ident = fh.read(64)
+            shoff = struct.unpack_from("<Q", ident, 40)[0]
+            shentsize, shnum = struct.unpack_from("<HH", ident, 58)
+            if not shoff or shentsize != 64 or shnum == 0:
+                return found, segments
+            fh.seek(shoff)
+            shdrs = np.frombuffer(fh.read(shnum * 64), dtype=_SHDR64)
+            for sh in shdrs:
+                if int(sh["type"]) not in (_SHT_SYMTAB, _SHT_DYNSYM) or int(sh["entsize"]) != 24:
+                    continue
+                link = int(sh["link"])
+                if link >= len(shdrs):
+                    continue
+                fh.seek(int(sh["offset"]))
+                table = fh.read(int(sh["size"]))
+                fh.seek(int(shdrs[link]["offset"]))
+                strings = fh.read(int(shdrs[link]["size"])) + b"\0"
+                syms = np.frombuffer(table[: len(table) // 24 * 24], dtype=_SYM64)
+                defined = (syms["value"] != 0) & (syms["shndx"] != 0)
+                for name in wanted:
+                    # The name's string-table offsets (a search in C), then the symbols naming them.
+                    offs, at = [], strings.find(b"\0" + name + b"\0")
+                    while at >= 0:
+                        offs.append(at + 1)
+                        at = strings.find(b"\0" + name + b"\0", at + 1)
+                    hits = np.flatnonzero(defined & np.isin(syms["name"], offs)) if offs else []
+                    if len(hits) and name.decode() not in found:
+                        i = int(hits[0])
+                        found[name.decode()] = (int(syms["value"][i]), int(syms["size"][i]))
+    except (OSError, ValueError, struct.error, IndexError) as exc:
+        raise ElfReadError(f"{path}: {exc}") from exc
+    return found, segments
