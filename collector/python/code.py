@@ -2,7 +2,7 @@
 
 A code object lives as long as its function (module-level functions: the process's lifetime), so
 each is read once per process: `(pid, address)` keys the cache, and the 8-byte stamp the walk
-recorded (co_firstlineno, co_nlocalsplus) tells a new code object at a reused address apart; a
+recorded (folded from co_firstlineno, co_nlocalsplus) tells a new code object at a reused address apart; a
 mismatch re-reads. Names must be resolved while the process lives: callers do it right after each
 drain, and a process's entries survive its exit until the caller forgets it.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from collector.python.frames import fold_stamp
 from collector.python.layout import Layout
 from collector.python.linetable import line_for
 from collector.python.procmem import Memory, MemoryReadError, i32_at, u64_at
@@ -41,7 +42,10 @@ class CodeInfo:
 
 def read_unicode(mem: Memory, addr: int, layout: Layout) -> str:
     """A compact str object's text (code objects' names and file names are always compact)."""
-    head = mem.read(addr, layout.unicode_compact_data)
+    try:
+        head = mem.read(addr, layout.unicode_compact_data)
+    except MemoryReadError:  # a short ASCII string at the very end of a mapping
+        head = mem.read(addr, layout.unicode_ascii_data)
     length = u64_at(head, layout.unicode_length)
     state = i32_at(head, layout.unicode_state)
     kind, compact, ascii_ = state >> 2 & 7, state >> 5 & 1, state >> 6 & 1
@@ -70,7 +74,8 @@ def read_code(mem: Memory, addr: int, layout: Layout) -> CodeInfo:
         return CodeInfo(qualname=read_unicode(mem, ptrs[0], layout), filename=read_unicode(mem, ptrs[1], layout),
                         firstlineno=i32_at(head, layout.code_firstlineno),
                         linetable=read_bytes(mem, ptrs[2], layout, MAX_LINETABLE),
-                        units=u64_at(head, layout.code_size), stamp=u64_at(head, layout.code_firstlineno))
+                        units=u64_at(head, layout.code_size),
+                        stamp=fold_stamp(u64_at(head, layout.code_firstlineno)))
     except MemoryReadError as exc:
         raise CodeReadError(str(exc)) from exc
 

@@ -141,7 +141,7 @@ def find_interpreter(pid: int, maps: list[Mapping], mem: Memory, exe: str | None
             return NotWalkable(pid, m.clean_path, UNREADABLE, str(exc))
         layout = layout_for(version[:2])
         if layout is None:
-            return NotWalkable(pid, m.clean_path, UNKNOWN_VERSION, "%d.%d.%d" % version)
+            return NotWalkable(pid, m.clean_path, UNKNOWN_VERSION, ".".join(map(str, version)))
         from_binary = False
         if "PyCode_Type" in symbols:
             try:

@@ -27,9 +27,15 @@ class FrameRef:
     """One Python frame as recorded: enough to name it later, nothing that needs the process."""
 
     code: int       # code object address
-    stamp: int      # 8 bytes at co_firstlineno: tells a reused code object address apart
+    stamp: int      # fold_stamp of the 8 bytes at co_firstlineno: tells a reused address apart
     lasti: int      # code-unit index of the instruction (-1: not started)
     is_entry: bool  # the first frame of its native _PyEval_EvalFrameDefault call
+
+
+def fold_stamp(raw8: int) -> int:
+    """32-bit stamp of a code object from the 8 bytes at its co_firstlineno (co_firstlineno,
+    co_nlocalsplus): what the BPF walk records beside the code object's address."""
+    return (raw8 ^ (raw8 >> 32)) & 0xFFFFFFFF
 
 
 def frame_span(layout: Layout) -> int:
@@ -79,7 +85,7 @@ def read_frames(mem: Memory, layout: Layout, tstate: int,
                         out[-1] = FrameRef(out[-1].code, out[-1].stamp, out[-1].lasti, True)
                     frame = previous
                     continue
-            stamp = read_u64(mem, code + layout.code_firstlineno) if code else 0
+            stamp = fold_stamp(read_u64(mem, code + layout.code_firstlineno)) if code else 0
             lasti = instruction_index(layout, code, u64_at(raw, layout.frame_instr))
             out.append(FrameRef(code, stamp, lasti, entry))
             frame = previous

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Protocol
+from typing import Protocol, Self
 
 
 class MemoryReadError(Exception):
@@ -72,7 +72,7 @@ class ProcessMemory:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> ProcessMemory:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
