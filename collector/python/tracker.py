@@ -61,8 +61,10 @@ class PythonProcesses:
         maps_key = tuple((m.start, m.path) for m in info.maps)
         with self._lock:
             known = self._procs.get(info.pid)
-            if known is not None and known.alive and any(m.clean_path == known.interp.path for m in info.maps):
-                return known  # same interpreter still mapped: no exec since
+            if known is not None and known.alive and any(
+                    m.clean_path == known.interp.path and m.start <= known.interp.eval_start < m.end
+                    for m in info.maps):
+                return known  # the same interpreter at the same place: no exec since
             skipped = self._skipped.get(info.pid)
             if skipped is not None and skipped[0] == maps_key:
                 return None
