@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything Hotpath needs on a fresh Debian 12 machine; idempotent and fast on a second run.
-#   - Debian packages (when root): BCC, kernel headers fallback, perf, PostgreSQL, Chromium, Go (go tool pprof)
+#   - Debian packages (when root): BCC, kernel headers fallback, perf, PostgreSQL, Chromium, Go (go tool pprof),
+#     Debian's python3.11 (a second CPython build the Python-frame tests profile)
 #   - kernel headers for BCC when the running kernel has none (see ../shared/ENVIRONMENT.md)
 #   - tracefs mounted (tracepoints need it)
 #   - a virtualenv in .venv with Hotpath installed editable, plus BCC's Debian module on its path
@@ -9,7 +10,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 log() { printf '[setup] %s\n' "$*" >&2; }
 
-APT_PACKAGES=(gcc python3-dev bpfcc-tools python3-bpfcc libbpfcc linux-headers-amd64 linux-perf postgresql chromium golang-go)
+APT_PACKAGES=(gcc python3-dev python3.11 bpfcc-tools python3-bpfcc libbpfcc linux-headers-amd64 linux-perf postgresql chromium golang-go)
 
 if [ "$(id -u)" = 0 ]; then
   missing=()
