@@ -12,6 +12,7 @@ against a fake in unit tests and against the real maps in the agent.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
@@ -22,7 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from collector.bpf_abi import DEFINES, MAPPING
-from collector.symbolize.procmaps import PROC, Mapping
+from collector.symbolize.procmaps import PROC, Mapping, ProcessInfo
 from collector.unwind.compiler import UnwindTable, compile_file
 from collector.unwind.elf_image import FileUnreadable, UnwindCompileError, read_build_id
 from collector.unwind.row_store import RowStore
@@ -42,7 +43,7 @@ class UnwindMapsWriter(Protocol):
     def delete_process(self, tgid: int) -> None: ...
 
 
-PENDING, LOADED, NO_CFI, NO_ROOM, FAILED = "pending", "loaded", "no_cfi", "no_room", "failed"
+PENDING, LOADING, LOADED, NO_CFI, NO_ROOM, FAILED = "pending", "loading", "loaded", "no_cfi", "no_room", "failed"
 
 
 @dataclass(slots=True)
@@ -87,11 +88,22 @@ class TableManager:
         self._queue: deque[_Table] = deque()
         self.stats: Counter[str] = Counter()
         self.cfi_counts: Counter[str] = Counter()  # compiler reasons summed over loaded tables
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
 
     # -- processes ---------------------------------------------------------------------------
 
     def update_process(self, pid: int, maps: Iterable[Mapping]) -> None:
         """Take `pid`'s current executable mappings (a new process, exec, dlopen, munmap)."""
+        with self._lock:
+            queued = len(self._queue)
+            self._update_process(pid, maps)
+            if len(self._queue) > queued:
+                self._wake.set()
+
+    def _update_process(self, pid: int, maps: Iterable[Mapping]) -> None:
         old = self.procs.get(pid)
         entries: list[tuple[Mapping, _Table | None]] = []
         for m in sorted(maps, key=lambda m: m.start):
@@ -109,20 +121,27 @@ class TableManager:
 
     def remove_process(self, pid: int) -> None:
         """`pid` exited: drop its entry and every table no other process uses."""
-        old = self.procs.pop(pid, None)
-        if old is None:
-            return
-        self.writer.delete_process(pid)
-        self._release(pid, set(), old)
+        with self._lock:
+            old = self.procs.pop(pid, None)
+            if old is None:
+                return
+            self.writer.delete_process(pid)
+            self._release(pid, set(), old)
 
     def retain(self, live: Iterable[int]) -> None:
         """Remove every process not in `live`."""
         keep = set(live)
-        for pid in [p for p in self.procs if p not in keep]:
+        with self._lock:
+            gone = [p for p in self.procs if p not in keep]
+        for pid in gone:
             self.remove_process(pid)
 
     def mappings(self, pid: int) -> np.ndarray:
         """`pid`'s `proc_maps` entries as they are (or would be) written."""
+        with self._lock:
+            return self._mappings(pid)
+
+    def _mappings(self, pid: int) -> np.ndarray:
         proc = self.procs.get(pid)
         out = np.zeros(len(proc.maps) if proc else 0, dtype=MAPPING)
         for i, (m, table) in enumerate(proc.maps if proc else []):
@@ -141,7 +160,7 @@ class TableManager:
         return out
 
     def _write_process(self, pid: int) -> None:
-        self.writer.set_process(pid, self.mappings(pid))
+        self.writer.set_process(pid, self._mappings(pid))
 
     def _release(self, pid: int, still_used: set[int], old: _Proc) -> None:
         for _, table in old.maps:
@@ -163,6 +182,7 @@ class TableManager:
             if table.state == NO_ROOM:
                 table.state = PENDING
                 self._queue.append(table)
+                self._wake.set()
 
     # -- tables ------------------------------------------------------------------------------
 
@@ -208,47 +228,61 @@ class TableManager:
         return TableKey.for_build_id(build_id) if build_id else TableKey.for_file(st)
 
     def pending(self) -> int:
-        return sum(1 for t in self._queue if t.state == PENDING and t.key in self.tables)
+        with self._lock:
+            return sum(1 for t in self._queue if t.state == PENDING and self.tables.get(t.key) is t)
 
     def load_pending(self, budget_s: float | None = None) -> int:
-        """Load queued tables (disk cache, else compile) until the queue or `budget_s` runs out;
-        rewrites the processes whose entries changed. Returns the tables that changed state."""
+        """Load queued tables (disk cache, else compile) until the queue or `budget_s` runs out,
+        and rewrite the processes whose entries changed. Compiling runs outside the lock, so
+        process updates are never held up by it. Returns the tables that changed state."""
         deadline = None if budget_s is None else self.clock() + budget_s
-        changed: set[int] = set()
         done = 0
-        while self._queue and (deadline is None or self.clock() < deadline):
-            table = self._queue.popleft()
-            if table.state != PENDING or self.tables.get(table.key) is not table:
-                continue
-            self._load(table)
+        while deadline is None or self.clock() < deadline:
+            with self._lock:
+                table = None
+                while self._queue and table is None:
+                    t = self._queue.popleft()
+                    if t.state == PENDING and self.tables.get(t.key) is t:
+                        table = t
+                if table is None:
+                    break
+                table.state = LOADING
+                sources = list(table.sources)
+            compiled, failure = self._obtain(table.key, sources)
+            with self._lock:
+                self._install(table, compiled, failure)
+                for pid in list(table.users):
+                    if pid in self.procs:
+                        self._write_process(pid)
             done += 1
-            changed |= table.users
-        for pid in changed:
-            if pid in self.procs:
-                self._write_process(pid)
         return done
 
-    def _load(self, table: _Table) -> None:
-        compiled = self.cache.load(table.key)
-        if compiled is None:
-            for src in table.sources:
-                try:
-                    compiled = self.compile_table(src)
-                except FileUnreadable:
-                    continue
-                except UnwindCompileError:
-                    self.stats["tables_failed"] += 1
-                    table.state = FAILED
-                    return
-                self.stats["tables_compiled"] += 1
-                self.cache.store(table.key, compiled)
-                break
-            else:
-                self.stats["tables_unreadable"] += 1
-                table.state = FAILED
-                return
-        else:
+    def _obtain(self, key: TableKey, sources: list[str]) -> tuple[UnwindTable | None, str]:
+        compiled = self.cache.load(key)
+        if compiled is not None:
+            return compiled, ""
+        for src in sources:
+            try:
+                compiled = self.compile_table(src)
+            except FileUnreadable:
+                continue
+            except UnwindCompileError:
+                return None, "tables_failed"
+            self.cache.store(key, compiled)
+            return compiled, "tables_compiled"
+        return None, "tables_unreadable"
+
+    def _install(self, table: _Table, compiled: UnwindTable | None, outcome: str) -> None:
+        """Under the lock: put a loaded table into the row store (when it is still wanted)."""
+        if outcome:
+            self.stats[outcome] += 1
+        elif compiled is not None:
             self.stats["tables_from_cache"] += 1
+        if compiled is None:
+            table.state = FAILED
+            return
+        if self.tables.get(table.key) is not table:  # every user left while it compiled
+            return
         table.segments = list(compiled.segments)
         self.cfi_counts.update(compiled.counts)
         if len(compiled.rows) == 0:
@@ -263,3 +297,44 @@ class TableManager:
         self.writer.write_rows(first, compiled.rows)
         table.first, table.count, table.state = first, len(compiled.rows), LOADED
         self.stats["tables_loaded"] += 1
+
+    # -- as a ProcessTracker listener, with a loader thread -----------------------------------
+
+    def update(self, info: ProcessInfo) -> None:
+        """A new or changed process capture (ProcessTracker's on_capture): registers its
+        mappings now (cheap); the loader thread compiles what it needs."""
+        if not info.kernel_thread:
+            self.update_process(info.pid, info.maps)
+
+    def forget(self, pid: int) -> None:
+        """ProcessTracker's on_forget."""
+        self.remove_process(pid)
+
+    def start(self) -> None:
+        """Load tables in a background thread as processes bring new ones."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="unwind-tables", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+            if not self._stopping.is_set():
+                self.load_pending()
+
+    def counters(self) -> dict[str, int]:
+        """The manager's and the compiler's counts, named for a batch's counters."""
+        with self._lock:
+            out = {f"unwind_{k}": v for k, v in self.stats.items() if v}
+            out.update({f"unwind_cfi_{k}": v for k, v in self.cfi_counts.items() if v and k != "fdes"})
+            out["unwind_rows_used"] = self.store.used
+            out["unwind_tables"] = len(self.tables)
+        return out

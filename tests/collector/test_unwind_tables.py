@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -175,3 +176,24 @@ def test_manager_mapping_limits_and_anonymous_code(tmp_path) -> None:
     mgr.update_process(os.getpid(), [Mapping(0x1000, 0x2000, 0, "r-xp", 12345, "/nonexistent/lib.so")])
     assert fake.procs[os.getpid()]["table_first"][0] == MAP_FP
     assert mgr.stats["mappings_unreadable"] == 1
+
+
+def test_loader_thread_as_a_tracker_listener(tmp_path, sleepers) -> None:
+    fake = FakeMaps(400_000)
+    mgr = TableManager(fake, TableCache(tmp_path), 400_000)
+    mgr.start()
+    try:
+        info = capture(sleepers[0].pid)
+        mgr.update(info)  # what ProcessTracker calls from its poll thread: returns at once
+        file_backed = [i for i, m in enumerate(info.maps) if m.inode]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if (fake.procs[sleepers[0].pid]["table_count"][file_backed] > 0).all():
+                break
+            time.sleep(0.05)
+        assert (fake.procs[sleepers[0].pid]["table_count"][file_backed] > 0).all()
+        assert mgr.counters()["unwind_tables_loaded"] == len({info.maps[i].clean_path for i in file_backed})
+        mgr.forget(sleepers[0].pid)
+        assert sleepers[0].pid not in fake.procs and mgr.store.used == 0
+    finally:
+        mgr.stop()
