@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
-HEADERS = ("hotpath.h", "hp_unwind.h")
+HEADERS = ("hotpath.h", "hp_unwind.h", "hp_python.h")
 
 _DEFINE = re.compile(r"^\s*#\s*define\s+([A-Z][A-Z0-9_]*)\s+\(?(-?(?:0x[0-9a-fA-F]+|\d+))(?:ULL|UL|U|LL)?\)?\s*(?:/\*.*)?$")
 
@@ -44,3 +44,9 @@ UNWIND_ROW = np.dtype([("pc", "<u4"), ("cfa_off", "<i4"), ("rbp_off", "<i2"), ("
 # struct hp_mapping (hp_unwind.h): 32 bytes.
 MAPPING = np.dtype([("start", "<u8"), ("end", "<u8"), ("bias", "<u8"), ("table_first", "<u4"),
                     ("table_count", "<u4")])
+# struct hp_py_proc (hp_python.h): 32 bytes, a CPython process's offsets for the Python walk.
+PY_PROC = np.dtype([("tstate_cframe", "<u2"), ("cframe_current_frame", "<u2"), ("frame_code", "<u2"),
+                    ("frame_window", "<u2"), ("frame_previous", "<u2"), ("frame_instr", "<u2"),
+                    ("frame_is_entry", "<u2"), ("frame_owner", "<u2"), ("owner_cstack", "<u2"),
+                    ("code_firstlineno", "<u2"), ("code_bytecode", "<u2"), ("instr_is_next", "<u2"),
+                    ("pad", "<u2", (4,))])
