@@ -74,7 +74,7 @@ export function renderTable(tbody, rows, { unit, total, selected, onSelect, onSa
     tr.dataset.name = row.name;
     if (row.name === selected) tr.className = "selected";
     tr.appendChild(el("td", "fn", row.name));
-    tr.appendChild(el("td", "bin", row.binary || (row.kind === "kernel" ? "[kernel]" : "")));
+    tr.appendChild(el("td", "bin", row.binary || (row.kind === "kernel" ? "[kernel]" : row.kind === "interpreted" ? "[python]" : "")));
     tr.appendChild(el("td", "num", `${formatValue(row.self, unit)} · ${formatPct(total ? row.self / total : 0)}`));
     tr.appendChild(el("td", "num", `${formatValue(row.total, unit)} · ${formatPct(total ? row.total / total : 0)}`));
     const td = el("td");
@@ -94,16 +94,18 @@ function swatch(color, cls = "") {
   return s;
 }
 
-/** Legend for a single profile: the biggest binaries by total, kernel and grouped boxes. */
+/** Legend for a single profile: the biggest binaries by total, kernel, Python and grouped boxes. */
 export function renderLegend(box, m, dark) {
   box.replaceChildren();
   if (!m || m.n === 0) return;
   const byBin = new Map();
   let kernel = false;
+  let python = false;
   for (let i = 1; i < m.n; i++) {
     const ni = m.nameIdx[i];
     const kind = m.kinds[ni] || "";
     if (kind === "kernel") { kernel = true; continue; }
+    if (kind === "interpreted") { python = true; continue; }
     if (kind === "other") continue;
     const b = m.binaries[ni] || "";
     byBin.set(b, (byBin.get(b) || 0) + m.self[i]);
@@ -121,6 +123,12 @@ export function renderLegend(box, m, dark) {
     const item = el("span", "item");
     item.appendChild(swatch(legendColor("kernel", "", dark)));
     item.appendChild(document.createTextNode("kernel"));
+    box.appendChild(item);
+  }
+  if (python) {
+    const item = el("span", "item");
+    item.appendChild(swatch(legendColor("interpreted", "", dark)));
+    item.appendChild(document.createTextNode("Python"));
     box.appendChild(item);
   }
   const item = el("span", "item");

@@ -6,7 +6,7 @@ import { diffStats, classify, summarize, diffColor } from "../diff.js";
 import { parseState, formatState, apiQuery, dataParams, endpoint } from "../state.js";
 import { formatValue, formatPct, truncate, toUnixSeconds } from "../format.js";
 import { sumSeries, dragRange, pixelToTime } from "../timeline.js";
-import { binaryHue, frameColor } from "../colors.js";
+import { binaryHue, frameColor, legendColor, pythonHue } from "../colors.js";
 import { simple, fromTree } from "./fixtures.mjs";
 
 test("sandwich: callers inverted, callees merged, recursion once", () => {
@@ -141,6 +141,19 @@ test("colors: kernel orange family, user hues outside it", () => {
   assert.match(frameColor("kernel", "", "schedule", false), /^hsl\((2\d|3\d),/);
   assert.equal(frameColor("native", "/bin/a", "f", false).startsWith(`hsl(${binaryHue("/bin/a")},`), true);
   assert.equal(decode(simple()).kinds[3], "kernel");
+});
+
+test("colors: Python frames in their own blue band, native binaries never in it", () => {
+  for (let i = 0; i < 2000; i++) {
+    const h = binaryHue(`/usr/lib/lib${i}.so`);
+    assert.ok(h >= 60 && h < 360 && !(h >= 195 && h < 235), `binary hue ${h}`);
+  }
+  for (const f of ["json.decoder.JSONDecoder.decode", "workload.run_round", "<module>"]) {
+    const m = frameColor("interpreted", "", f, false).match(/^hsl\((\d+),/);
+    assert.ok(m && +m[1] >= 195 && +m[1] < 235, f);
+    assert.ok(pythonHue(f) >= 195 && pythonHue(f) < 235);
+  }
+  assert.match(legendColor("interpreted", "", true), /^hsl\(215,/);
 });
 
 test("selector autocomplete contexts", async () => {
