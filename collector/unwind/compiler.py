@@ -8,6 +8,7 @@ starts) and count the other. Adjacent rows with the same rules merge: ~40 % fewe
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -23,7 +24,7 @@ from collector.unwind.elf_image import CfiSection, ElfImage, FileUnreadable, Unw
 FORMAT_VERSION = 1
 MAX_ROWS = 4_000_000  # one table's bound (48 MB); libpython has ~45k rows, libc ~20k
 
-__all__ = ["FORMAT_VERSION", "UnwindCompileError", "UnwindTable", "compile_file", "compile_sections"]
+__all__ = ["FORMAT_VERSION", "UnwindCompileError", "UnwindTable", "compile_bytes", "compile_file", "compile_sections"]
 
 
 @dataclass(slots=True)
@@ -93,6 +94,11 @@ def compile_image(image: ElfImage) -> UnwindTable:
     if not image.sections:
         counts["no_cfi"] += 1
     return UnwindTable(rows, {k: v for k, v in counts.items() if v}, image.build_id, list(image.segments))
+
+
+def compile_bytes(blob: bytes) -> UnwindTable:
+    """The unwind table of an ELF image held in memory (the vDSO)."""
+    return compile_image(read_image(io.BytesIO(blob)))
 
 
 def compile_file(path: str) -> UnwindTable:

@@ -52,8 +52,10 @@ def _read_exact(fh: BinaryIO, offset: int, size: int, file_size: int) -> tuple[b
 
 
 def read_image(fh: BinaryIO) -> ElfImage:
-    """Sections `.eh_frame` / `.debug_frame`, PT_LOAD segments and the GNU build ID of an open file."""
-    file_size = os.fstat(fh.fileno()).st_size
+    """Sections `.eh_frame` / `.debug_frame`, PT_LOAD segments and the GNU build ID of an open file
+    (or of bytes in a BytesIO: the vDSO)."""
+    file_size = fh.seek(0, os.SEEK_END)
+    fh.seek(0)
     try:
         elf = ELFFile(fh)
         if elf.elfclass != 64 or not elf.little_endian or elf["e_machine"] != "EM_X86_64":
@@ -99,7 +101,8 @@ def _build_id(fh: BinaryIO, offset: int, size: int, file_size: int) -> str:
 
 def read_build_id(fh: BinaryIO) -> str:
     """The GNU build ID of an open ELF file ("" when it has none), without reading its CFI."""
-    file_size = os.fstat(fh.fileno()).st_size
+    file_size = fh.seek(0, os.SEEK_END)
+    fh.seek(0)
     try:
         elf = ELFFile(fh)
         for sec in elf.iter_sections():

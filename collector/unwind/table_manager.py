@@ -11,6 +11,7 @@ against a fake in unit tests and against the real maps in the agent.
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import time
@@ -24,13 +25,15 @@ import numpy as np
 
 from collector.bpf_abi import DEFINES, MAPPING
 from collector.symbolize.procmaps import PROC, Mapping, ProcessInfo
-from collector.unwind.compiler import UnwindTable, compile_file
+from collector.unwind.compiler import UnwindTable, compile_bytes, compile_file
 from collector.unwind.elf_image import FileUnreadable, UnwindCompileError, read_build_id
 from collector.unwind.row_store import RowStore
 from collector.unwind.table_cache import TableCache, TableKey
+from collector.unwind.vdso import read_vdso
 
 MAP_FP = DEFINES["HP_MAP_FP"]
 MAP_PENDING = DEFINES["HP_MAP_PENDING"]
+VDSO_SOURCE = "[vdso]"  # a table source read from this process's memory, not a path
 
 
 class UnwindMapsWriter(Protocol):
@@ -92,6 +95,7 @@ class TableManager:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._vdso_key: TableKey | None = None
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -188,7 +192,9 @@ class TableManager:
 
     def _table_for(self, pid: int, m: Mapping) -> _Table | None:
         path = m.clean_path
-        if m.inode == 0 or not path.startswith("/"):  # anonymous, JIT, [vdso], [vsyscall]
+        if path == "[vdso]":
+            return self._vdso_table()
+        if m.inode == 0 or not path.startswith("/"):  # anonymous, JIT, [vsyscall]
             self.stats["mappings_without_file"] += 1
             return None
         sources = [f"{self.proc}/{pid}/map_files/{m.start:x}-{m.end:x}", f"{self.proc}/{pid}/root{path}"]
@@ -215,6 +221,26 @@ class TableManager:
             self._queue.append(table)
         elif table.state == PENDING and sources[0] not in table.sources:
             table.sources = sources + table.sources[:6]  # the newest process is the likeliest alive
+        return table
+
+    def _vdso_table(self) -> _Table | None:
+        """The one vDSO table (every 64-bit process maps the same image), keyed by its build ID."""
+        if self._vdso_key is None:
+            blob = read_vdso(self.proc)
+            build_id = ""
+            if blob is not None:
+                try:
+                    build_id = read_build_id(io.BytesIO(blob))
+                except UnwindCompileError:
+                    build_id = ""
+            self._vdso_key = TableKey.for_build_id(build_id) if build_id else TableKey("")
+        if not self._vdso_key.name:
+            self.stats["mappings_without_file"] += 1
+            return None
+        table = self.tables.get(self._vdso_key)
+        if table is None:
+            table = self.tables[self._vdso_key] = _Table(self._vdso_key, [VDSO_SOURCE])
+            self._queue.append(table)
         return table
 
     def _key_of(self, src: str, st: os.stat_result) -> TableKey | None:
@@ -263,7 +289,13 @@ class TableManager:
             return compiled, ""
         for src in sources:
             try:
-                compiled = self.compile_table(src)
+                if src == VDSO_SOURCE:
+                    blob = read_vdso(self.proc)
+                    if blob is None:
+                        continue
+                    compiled = compile_bytes(blob)
+                else:
+                    compiled = self.compile_table(src)
             except FileUnreadable:
                 continue
             except UnwindCompileError:

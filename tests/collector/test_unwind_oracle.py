@@ -16,7 +16,8 @@ from elftools.elf.elffile import ELFFile
 
 from collector.symbolize.elf import load_elf
 from collector.unwind import cfa_program as cp
-from collector.unwind.compiler import UnwindTable, compile_file
+from collector.unwind.compiler import UnwindTable, compile_bytes, compile_file
+from collector.unwind.vdso import read_vdso
 from tests.collector import readelf_frames
 from tests.collector.conftest import WORKLOADS
 from tests.conftest import require
@@ -153,6 +154,16 @@ def test_nofp_test_binaries_agree_with_readelf(readelf: None, nofp_binaries: dic
         # path_a's only CFI is in .debug_frame in the second binary: it must be covered all the same.
         row = table.lookup(load_elf(path).address_of("path_a") or 0)
         assert row is not None and row["cfa_rule"] == cp.CFA_RSP, name
+
+
+def test_vdso_agrees_with_readelf(readelf: None, tmp_path) -> None:
+    blob = read_vdso()
+    require(blob is not None, "a [vdso] mapping")
+    image = tmp_path / "vdso.so"
+    image.write_bytes(blob)
+    table = compile_bytes(blob)
+    assert check_against_readelf(str(image), table)["fdes"] >= 3
+    assert table.build_id
 
 
 def test_plt_rows_use_the_plt_rule(readelf: None) -> None:

@@ -125,7 +125,7 @@ def test_manager_shares_tables_and_evicts_them(tmp_path, sleepers) -> None:
     assert (pending["table_count"] == 0).all() and MAP_PENDING in pending["table_first"]
     mgr.load_pending()
     libc_rows = compile_file(LIBC).rows
-    n_files = len({m.clean_path for m in capture(sleepers[0].pid).maps if m.inode})
+    n_files = len({m.clean_path for m in capture(sleepers[0].pid).maps if m.inode or m.path == "[vdso]"})
     assert mgr.stats["tables_compiled"] == n_files  # sleep, libc, ld.so: once for 3 processes
     for p in sleepers:
         info = capture(p.pid)
@@ -140,6 +140,8 @@ def test_manager_shares_tables_and_evicts_them(tmp_path, sleepers) -> None:
         m = info.maps[libc]
         table = compile_file(LIBC)
         assert int(e["start"]) - int(e["bias"]) == table.to_vaddr(m.offset)
+        vdso = next(i for i, m in enumerate(info.maps) if m.path == "[vdso]")
+        assert entries[vdso]["table_count"] > 0 and entries[vdso]["bias"] == entries[vdso]["start"]
     used = mgr.store.used
     mgr.remove_process(sleepers[0].pid)
     assert mgr.store.used == used and sleepers[0].pid not in fake.procs
@@ -185,7 +187,7 @@ def test_loader_thread_as_a_tracker_listener(tmp_path, sleepers) -> None:
     try:
         info = capture(sleepers[0].pid)
         mgr.update(info)  # what ProcessTracker calls from its poll thread: returns at once
-        file_backed = [i for i, m in enumerate(info.maps) if m.inode]
+        file_backed = [i for i, m in enumerate(info.maps) if m.inode or m.path == "[vdso]"]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if (fake.procs[sleepers[0].pid]["table_count"][file_backed] > 0).all():
