@@ -1,8 +1,8 @@
 """Table identity and the on-disk cache of compiled tables, so a restart does not recompile libc.
 
-A table is named by the file's GNU build ID, or by its identity (device, inode, size, mtime) when it
-has none: a library mapped by hundreds of processes, or the same build in two containers, is one
-table. Cached files carry the compiler's FORMAT_VERSION in their name and header, are written to a
+A table is named by the file's GNU build ID, or, when it has none, by a digest of the bytes it is
+compiled from: a library mapped by hundreds of processes, the same build in two containers or one
+library copied into several virtualenvs is one table. Cached files carry the compiler's FORMAT_VERSION in their name and header, are written to a
 temporary file and renamed (a reader never sees half a table), and are checked in full on load
 (magic, version, exact size, CRC, sorted rows, known rules): a file that fails is removed and the
 table recompiled.
@@ -11,6 +11,7 @@ table recompiled.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -25,6 +26,7 @@ import numpy as np
 
 from collector.bpf_abi import DEFINES, UNWIND_ROW
 from collector.unwind.compiler import FORMAT_VERSION, MAX_ROWS, UnwindTable
+from collector.unwind.elf_image import ElfImage
 
 _MAGIC = b"HPUT"
 _HEADER = struct.Struct("<4sIIIII")  # magic, version, rows, segments, meta bytes, crc32 of the rest
@@ -39,7 +41,8 @@ _RBP_RULES = np.array(sorted(v for k, v in DEFINES.items() if k.startswith("HP_R
 
 @dataclass(frozen=True, slots=True)
 class TableKey:
-    """What names a table: `b-<build id>` or `f-<dev>-<inode>-<size>-<mtime ns>` (hex)."""
+    """What names a table: `b-<build id>`, `h-<content digest>` or `f-<dev>-<inode>-<size>-<mtime ns>`
+    (hex; the last for a file that could not even be framed as ELF)."""
 
     name: str
 
@@ -50,6 +53,19 @@ class TableKey:
     @staticmethod
     def for_file(st: os.stat_result) -> TableKey:
         return TableKey(f"f-{st.st_dev:x}-{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}")
+
+    @staticmethod
+    def for_content(image: ElfImage) -> TableKey:
+        """`h-<digest>` of everything a table is compiled from (CFI sections, load segments): for
+        files without a build ID, so copies of one library (one per virtualenv, say) share a table."""
+        h = hashlib.blake2b(digest_size=16)
+        for seg in image.segments:
+            h.update(struct.pack("<QQQ", *seg))
+        for sec in image.sections:
+            h.update(sec.name.encode() + struct.pack("<QQ", sec.vaddr, len(sec.data)))
+            h.update(sec.data)
+        h.update(",".join(image.notes).encode())
+        return TableKey(f"h-{h.hexdigest()}")
 
 
 def default_cache_dir(spool_dir: str) -> Path:

@@ -26,13 +26,14 @@ import numpy as np
 from collector.bpf_abi import DEFINES, MAPPING
 from collector.symbolize.procmaps import PROC, Mapping, ProcessInfo
 from collector.unwind.compiler import UnwindTable, compile_bytes, compile_file
-from collector.unwind.elf_image import FileUnreadable, UnwindCompileError, read_build_id
+from collector.unwind.elf_image import FileUnreadable, UnwindCompileError, read_build_id, read_image
 from collector.unwind.row_store import RowStore
 from collector.unwind.table_cache import TableCache, TableKey
 from collector.unwind.vdso import read_vdso
 
 MAP_FP = DEFINES["HP_MAP_FP"]
 MAP_PENDING = DEFINES["HP_MAP_PENDING"]
+IDENTITY_MEMO_MAX = 65536
 VDSO_SOURCE = "[vdso]"  # a table source read from this process's memory, not a path
 
 
@@ -210,6 +211,8 @@ class TableManager:
                 key = self._key_of(src, st)
                 if key is None:
                     continue
+                if len(self._identity) >= IDENTITY_MEMO_MAX:  # files of long-gone processes
+                    self._identity = {i: k for i, k in self._identity.items() if k in self.tables}
                 self._identity[ident] = key
             break
         if key is None:
@@ -247,11 +250,13 @@ class TableManager:
         try:
             with open(src, "rb") as fh:
                 build_id = read_build_id(fh)
+                if build_id:
+                    return TableKey.for_build_id(build_id)
+                return TableKey.for_content(read_image(fh))
         except OSError:
             return None
         except UnwindCompileError:
-            build_id = ""
-        return TableKey.for_build_id(build_id) if build_id else TableKey.for_file(st)
+            return TableKey.for_file(st)
 
     def pending(self) -> int:
         with self._lock:

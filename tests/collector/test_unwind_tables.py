@@ -199,3 +199,32 @@ def test_loader_thread_as_a_tracker_listener(tmp_path, sleepers) -> None:
         assert sleepers[0].pid not in fake.procs and mgr.store.used == 0
     finally:
         mgr.stop()
+
+
+def test_copies_without_build_id_share_one_table(tmp_path) -> None:
+    exe = tmp_path / "a"
+    subprocess.run(["gcc", "-O2", "-Wl,--build-id=none", "-o", str(exe), "-x", "c", "-"],
+                   input=b"#include <unistd.h>\nint main(void){pause();return 0;}\n", check=True)
+    copy = tmp_path / "b"
+    copy.write_bytes(exe.read_bytes())
+    copy.chmod(0o755)
+    procs = [subprocess.Popen([str(p)]) for p in (exe, copy)]
+    try:
+        fake = FakeMaps(400_000)
+        mgr = TableManager(fake, TableCache(None), 400_000)
+        for p in procs:
+            for _ in range(200):
+                info = capture(p.pid)
+                if info and any(m.path.endswith("libc.so.6") for m in info.maps):
+                    break
+                time.sleep(0.01)
+            mgr.update_process(p.pid, info.maps)
+        mgr.load_pending()
+        keys = {t.key.name for t in mgr.tables.values()}
+        assert sum(k.startswith("h-") for k in keys) == 1  # both copies: one table
+        firsts = [fake.procs[p.pid]["table_first"][0] for p in procs]  # the executable maps lowest
+        assert firsts[0] == firsts[1] and fake.procs[procs[0].pid]["table_count"][0] > 0
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
