@@ -82,14 +82,15 @@ class Namer:
         self._modules: dict[tuple[int, str], str] = {}
 
     def frames(self, pid: int, refs: list[FrameRef], mem: Memory | None, layout: Layout,
-               counters: MutableMapping[str, int]) -> list[Frame]:
-        """One Frame per ref (same order); unreadable code objects become counted placeholders."""
+               counters: MutableMapping[str, int], weight: int = 1) -> list[Frame]:
+        """One Frame per ref (same order); unreadable code objects become placeholders, counted
+        `weight` times (the sample's value)."""
         out = []
         for ref in refs:
             try:
                 info = self.codes.get(pid, ref.code, ref.stamp, mem, layout)
             except CodeReadError:
-                counters[UNREADABLE_CODE] = counters.get(UNREADABLE_CODE, 0) + 1
+                counters[UNREADABLE_CODE] = counters.get(UNREADABLE_CODE, 0) + weight
                 out.append(unreadable_frame(ref))
                 continue
             key = (pid, info.filename)
