@@ -80,17 +80,21 @@ class PythonProcesses:
             if found is not None:
                 self._count(found.reason)
             return None
-        entry = PyProcess(found, mem)
+        return self.track(found, mem)
+
+    def track(self, interp: Interpreter, mem: Memory) -> PyProcess:
+        """Start following a process's interpreter (found by `observe`, or given by a test)."""
+        entry = PyProcess(interp, mem)
         with self._lock:
-            old = self._procs.get(info.pid)
-            self._procs[info.pid] = entry
-            self._skipped.pop(info.pid, None)
+            old = self._procs.get(interp.pid)
+            self._procs[interp.pid] = entry
+            self._skipped.pop(interp.pid, None)
         if old is not None:
-            self._release(info.pid, old)
+            self._release(interp.pid, old)
         self._count("python_processes")
         if self.sink is not None:
-            self.sink.set_process(found)
-        self._refresh_one(info.pid, entry)
+            self.sink.set_process(interp)
+        self._refresh_one(interp.pid, entry)
         return entry
 
     def _refresh_one(self, pid: int, entry: PyProcess) -> None:
