@@ -60,6 +60,23 @@ class _State:
         return s
 
 
+class RowMemo:
+    """convert() by state: a file has a few hundred distinct states for tens of thousands of rows."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple, tuple[tuple[int, int, int, int], Counter[str]]] = {}
+
+    def row(self, st: _State, signal: bool, counts: Counter[str]) -> tuple[int, int, int, int]:
+        key = (st.cfa_reg, st.cfa_off, st.cfa_expr, st.rbp, st.ra, signal)
+        hit = self.rows.get(key)
+        if hit is None:
+            reasons: Counter[str] = Counter()
+            hit = self.rows[key] = (convert(st, signal, reasons), reasons)
+        if hit[1]:
+            counts.update(hit[1])
+        return hit[0]
+
+
 def convert(st: _State, signal: bool, counts: Counter[str]) -> tuple[int, int, int, int]:
     """The walker's row for a DWARF state: (cfa_off, rbp_off, cfa_rule, rbp_rule)."""
     if st.ra[0] == UNDEF:
@@ -96,11 +113,12 @@ def convert(st: _State, signal: bool, counts: Counter[str]) -> tuple[int, int, i
 
 
 def _execute(code: bytes, st: _State, init: _State | None, cie: Cie, fde: Fde | None, loc: int,
-             rows: list[Row], counts: Counter[str]) -> bool:
+             rows: list[Row], counts: Counter[str], memo: RowMemo | None = None) -> bool:
     """Run `code` on `st`. For an FDE (`fde` given) rows are appended at each advance; `init` is
     the CIE's state (for DW_CFA_restore). False when the program stopped on something it cannot
     decode (an UNSUPPORTED row then covers the rest)."""
     code_align, data_align, ra_reg, signal = cie.code_align, cie.data_align, cie.ra_reg, cie.signal_frame
+    row = (memo or RowMemo()).row
     pc_end = fde.pc_end if fde else 0
     stack: list[_State] = []
     pos, end = 0, len(code)
@@ -230,7 +248,7 @@ def _execute(code: bytes, st: _State, init: _State | None, cie: Cie, fde: Fde | 
                 raise CfiFormatError(f"opcode {op:#x}")
             if new_loc > loc and fde is not None:  # an advance (new_loc is -1 otherwise)
                 if loc < pc_end:
-                    rows.append((loc, *convert(st, signal, counts)))
+                    rows.append((loc, *row(st, signal, counts)))
                 loc = new_loc
                 if loc >= pc_end:
                     return True
@@ -242,15 +260,17 @@ def _execute(code: bytes, st: _State, init: _State | None, cie: Cie, fde: Fde | 
             rows.append((loc, 0, 0, CFA_UNSUPPORTED, RBP_UNSUPPORTED))
         return False
     if fde is not None and loc < pc_end:
-        rows.append((loc, *convert(st, signal, counts)))
+        rows.append((loc, *row(st, signal, counts)))
     return True
 
 
 class CieStates:
-    """Each CIE's initial state, computed once per table (a file has a handful of CIEs)."""
+    """Each CIE's initial state, computed once per table (a file has a handful of CIEs), and the
+    table's row memo."""
 
     def __init__(self) -> None:
         self._states: dict[Cie, _State | None] = {}
+        self.memo = RowMemo()
 
     def get(self, fde: Fde) -> _State | None:
         key = fde.cie
@@ -271,5 +291,5 @@ def fde_rows(fde: Fde, cie_states: CieStates, counts: Counter[str]) -> list[Row]
         counts["cfi_bad_cie_instructions"] += 1
         return [(fde.pc_begin, 0, 0, CFA_UNSUPPORTED, RBP_UNSUPPORTED)]
     rows: list[Row] = []
-    _execute(fde.instructions, init.copy(), init, fde.cie, fde, fde.pc_begin, rows, counts)
+    _execute(fde.instructions, init.copy(), init, fde.cie, fde, fde.pc_begin, rows, counts, cie_states.memo)
     return rows

@@ -31,6 +31,8 @@ class CfiFormatError(Exception):
 
 def uleb(buf: bytes, pos: int, end: int) -> tuple[int, int]:
     """Unsigned LEB128 at `pos`; bounded by `end` and by 10 bytes (a u64)."""
+    if pos < end and buf[pos] < 0x80:  # one byte: nearly every operand in real CFI
+        return buf[pos], pos + 1
     result = shift = 0
     stop = min(end, pos + 10)
     while pos < stop:
