@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from profiler.model import Profile, ValueType
+from dataclasses import replace
+
+import numpy as np
+
+from profiler.model import Profile, ProfileTable, ValueType
 
 CPU = "cpu"
 OFFCPU = "offcpu"
@@ -56,3 +60,24 @@ def profile_type_of(profile: Profile) -> str:
     if profile.default_sample_type:
         return profile.default_sample_type
     return profile.sample_types[-1].type if profile.sample_types else "unknown"
+
+
+def as_cpu_columns(table: ProfileTable) -> ProfileTable:
+    """A one-column CPU profile (`cpu/nanoseconds` or `samples/count` sampled every `period` CPU ns) with
+    both of Hotpath's cpu columns, the other derived from the period; any other table unchanged.
+
+    Why: Pyroscope SDKs send only `cpu/nanoseconds`, the OpenTelemetry profiler only `samples/count`;
+    with both columns their data lands in the same `cpu` series shape as the collector's and Go's.
+    """
+    if table.period_type != CPU_NANOS or table.period <= 0 or len(table.sample_types) != 1:
+        return table
+    col = np.asarray(table.values, dtype=np.int64).reshape(-1)
+    if table.sample_types[0] == CPU_NANOS:
+        counts = (col + table.period // 2) // table.period
+        values = np.column_stack([counts, col])
+    elif table.sample_types[0] == SAMPLES_COUNT:
+        values = np.column_stack([col, col * table.period])
+    else:
+        return table
+    return replace(table, sample_types=PROFILE_TYPES[CPU], values=values.astype(np.int64),
+                   default_sample_type=CPU_NANOS.type)

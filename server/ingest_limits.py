@@ -75,7 +75,11 @@ def check_label(name: str, value: str, config: Mapping[str, Any], where: str) ->
 
 
 def series_labels(args: Mapping[str, str], config: Mapping[str, Any]) -> dict[str, str]:
-    labels = {k: v for k, v in args.items() if k not in RESERVED_PARAMS}
+    return check_series_labels({k: v for k, v in args.items() if k not in RESERVED_PARAMS}, config)
+
+
+def check_series_labels(labels: dict[str, str], config: Mapping[str, Any]) -> dict[str, str]:
+    """`labels` if they fit the series limits (count, names, lengths, UTF-8); else a 4xx ApiError."""
     if len(labels) > config["MAX_SERIES_LABELS"]:
         raise ApiError(413, f"{len(labels)} series labels exceed the limit of {config['MAX_SERIES_LABELS']}",
                        "too_many_labels")

@@ -28,6 +28,10 @@ class Metrics:
         self.ingest_repairs = Counter("hotpath_ingest_repairs_total", "Names and label values stored repaired "
                                       "(truncated_names, truncated_labels, invalid_utf8_frames)", ["what"],
                                       registry=r)
+        self.ingest_protocol_requests = Counter(
+            "hotpath_ingest_protocol_requests_total", "Ingest requests by protocol (native, pyroscope_push, "
+            "pyroscope_ingest, otlp) and outcome (stored, duplicate, partial, rejected)", ["protocol", "outcome"],
+            registry=r)
         self.ingest_seconds = Histogram("hotpath_ingest_seconds", "Ingest request latency", registry=r,
                                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
         self.query_seconds = Histogram("hotpath_query_seconds", "Query latency by endpoint", ["endpoint"],

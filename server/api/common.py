@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,10 +55,7 @@ def principal() -> Principal:
     header = request.headers.get("Authorization", "")
     found: Principal | None = None
     if header:
-        kind, _, token = header.partition(" ")
-        if kind.lower() != "bearer" or not token.strip():
-            raise ApiError(401, "Authorization header must be `Bearer <token>`")
-        found = st.auth.from_token(token.strip())
+        found = st.auth.from_token(token_of(header))
         if found is None:
             raise ApiError(401, "unknown or revoked token")
     else:
@@ -74,15 +73,42 @@ def principal() -> Principal:
     return found
 
 
+def token_of(header: str) -> str:
+    """The token in an Authorization header: `Bearer <token>`, or HTTP Basic with the token as password.
+
+    Basic is what Pyroscope and Grafana clients send (`basic_auth_password`); the user name is ignored.
+    """
+    kind, _, cred = header.strip().partition(" ")
+    cred = cred.strip()
+    if kind.lower() == "bearer" and cred:
+        return cred
+    if kind.lower() == "basic" and cred:
+        try:
+            pair = base64.b64decode(cred, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise ApiError(401, "Basic credentials are not base64 of `user:password`") from None
+        _, colon, password = pair.partition(":")
+        if not colon or not password:
+            raise ApiError(401, "Basic auth needs a token as its password (any user name)")
+        return password
+    raise ApiError(401, "Authorization header must be `Bearer <token>` or Basic with the token as password")
+
+
+def authorize(scope: str) -> Principal:
+    """The caller, who must hold `scope` (admin holds every scope): else 401 or 403."""
+    who = principal()
+    if not who.allows(scope):
+        raise ApiError(403, f"this token lacks the `{scope}` scope (it has: {', '.join(sorted(who.scopes))})")
+    return who
+
+
 def requires(scope: str) -> Callable[[F], F]:
     """Decorator: the view needs a caller holding `scope` (admin holds every scope)."""
 
     def wrap(view: F) -> F:
         @functools.wraps(view)
         def inner(*args: Any, **kwargs: Any) -> Any:
-            who = principal()
-            if not who.allows(scope):
-                raise ApiError(403, f"this token lacks the `{scope}` scope (it has: {', '.join(sorted(who.scopes))})")
+            authorize(scope)
             return view(*args, **kwargs)
 
         return inner  # type: ignore[return-value]

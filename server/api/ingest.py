@@ -1,4 +1,8 @@
-"""`POST /api/v1/ingest`: pprof (gzipped or raw) or folded text, stored in one transaction."""
+"""`POST /api/v1/ingest`: pprof (gzipped or raw) or folded text, stored in one transaction.
+
+`request_body` and `store_table` are the one ingest path the other protocols (server/api/pyroscope_push.py,
+pyroscope_ingest.py, otlp.py) end in too: same caps, same validation, same storage and metrics.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +16,14 @@ from profiler.pprof import decode_table
 from profiler.types import CPU, OFFCPU, new_cpu_profile, new_offcpu_profile
 from server.api.common import ApiError, requires, state
 from server.ingest_limits import gunzip_body, read_body, series_labels, validate_table
-from server.storage import IngestRejected
+from server.storage import IngestRejected, IngestResult
 
 bp = Blueprint("ingest", __name__, url_prefix="/api/v1")
 MAX_KEY_LEN = 256
 
 
-def _folded_profile(text: str, args: dict[str, str]) -> Profile:
+def folded_profile(text: str, args: dict[str, str], time_nanos: int = 0) -> Profile:
+    """Folded text as a `type` (cpu at `sample_rate` Hz, or offcpu) profile taken at `time_nanos` (0: now)."""
     from profiler import folded
 
     ptype = args.get("type", CPU)
@@ -28,7 +33,7 @@ def _folded_profile(text: str, args: dict[str, str]) -> Profile:
         parsed = folded.parse(text)
     except ProfileError as exc:
         raise ApiError(400, f"folded text has no usable line: {exc}", "bad_profile") from None
-    now_ns = time.time_ns()
+    now_ns = time_nanos or time.time_ns()
     if ptype == OFFCPU:
         out = new_offcpu_profile(time_nanos=now_ns)
         out.samples = [Sample(s.stack, (s.values[0],), s.labels) for s in parsed.profile.samples]
@@ -47,6 +52,43 @@ def _folded_profile(text: str, args: dict[str, str]) -> Profile:
     return out
 
 
+def request_body(cfg: dict) -> tuple[bytes, int]:  # type: ignore[type-arg]
+    """(the request body inflated when gzipped (magic or Content-Encoding), its size as received), capped."""
+    body = read_body(request.stream, request.content_length, cfg["MAX_BODY_BYTES"])
+    gzipped = request.headers.get("Content-Encoding", "").lower() == "gzip"
+    return inflate(body, cfg, cfg["MAX_DECOMPRESSED_BYTES"], gzipped), len(body)
+
+
+def inflate(data: bytes, cfg: dict, limit: int, gzipped: bool = False) -> bytes:  # type: ignore[type-arg]
+    """`data` inflated if it is gzip (or said to be), within `limit` decompressed bytes (413)."""
+    if data[:2] == b"\x1f\x8b" or gzipped:
+        return gunzip_body(data, {**cfg, "MAX_DECOMPRESSED_BYTES": limit})
+    if len(data) > limit:
+        raise ApiError(413, f"body exceeds the decompressed limit of {limit} bytes", "decompressed_too_large")
+    return data
+
+
+def store_table(table: ProfileTable, labels: dict[str, str], key: str | None, compressed: int,
+                repairs: dict[str, int] | None = None) -> tuple[IngestResult, dict[str, int]]:
+    """Validate (unless `repairs` says it was) and store one profile, committed on return; count it.
+
+    Returns the result and the repairs validation made (names cut, characters replaced)."""
+    st = state()
+    if repairs is None:
+        repairs = validate_table(table, st.config)
+    try:
+        result = st.storage.ingest(table, labels, key)
+    except IngestRejected as exc:
+        raise ApiError(422, str(exc), "rejected") from None
+    st.metrics.ingest_batches.labels(result.status).inc()
+    if result.status == "stored":
+        st.metrics.ingest_bytes.inc(compressed)
+        st.metrics.ingest_samples.inc(result.samples)
+        for what, count in repairs.items():
+            st.metrics.ingest_repairs.labels(what).inc(count)
+    return result, repairs
+
+
 @bp.post("/ingest")
 @requires("ingest")
 def ingest() -> tuple[Response, int]:
@@ -58,35 +100,22 @@ def ingest() -> tuple[Response, int]:
         if key is not None and not 1 <= len(key) <= MAX_KEY_LEN:
             raise ApiError(400, f"Idempotency-Key must be 1..{MAX_KEY_LEN} characters", "bad_params")
         labels = series_labels(request.args, cfg)
-        body = read_body(request.stream, request.content_length, cfg["MAX_BODY_BYTES"])
-        compressed = len(body)
-        if body[:2] == b"\x1f\x8b" or request.headers.get("Content-Encoding", "").lower() == "gzip":
-            body = gunzip_body(body, cfg)
-        elif len(body) > cfg["MAX_DECOMPRESSED_BYTES"]:
-            raise ApiError(413, f"body exceeds the decompressed limit of {cfg['MAX_DECOMPRESSED_BYTES']} bytes",
-                           "decompressed_too_large")
+        body, compressed = request_body(cfg)
         mimetype = request.mimetype or ""
         if mimetype.startswith("text/"):
-            table = ProfileTable.from_profile(_folded_profile(body.decode("utf-8", "replace"), dict(request.args)))
+            table = ProfileTable.from_profile(folded_profile(body.decode("utf-8", "replace"), dict(request.args)))
         else:
             try:
                 table = decode_table(body)
             except ProfileError as exc:
                 raise ApiError(400, f"body is not a valid pprof profile: {exc}", "bad_profile") from None
-        repairs = validate_table(table, cfg)
-        try:
-            result = st.storage.ingest(table, labels, key)
-        except IngestRejected as exc:
-            raise ApiError(422, str(exc), "rejected") from None
+        result, repairs = store_table(table, labels, key, compressed)
     except ApiError as exc:
         st.metrics.ingest_rejects.labels(exc.reason or "other").inc()
+        st.metrics.ingest_protocol_requests.labels("native", "rejected").inc()
         raise
     st.metrics.ingest_seconds.observe(time.perf_counter() - started)
-    st.metrics.ingest_batches.labels(result.status).inc()
+    st.metrics.ingest_protocol_requests.labels("native", result.status).inc()
     if result.status == "duplicate":
         return jsonify({"status": "duplicate"}), 200
-    st.metrics.ingest_bytes.inc(compressed)
-    st.metrics.ingest_samples.inc(result.samples)
-    for what, count in repairs.items():
-        st.metrics.ingest_repairs.labels(what).inc(count)
     return jsonify({"status": "stored", "id": result.id, "samples": result.samples, "repaired": repairs}), 200

@@ -1,0 +1,11 @@
+"""Other profilers' wire protocols, decoded to Hotpath's model (pure: bytes in, tables and labels out).
+
+`pyroscope`: Grafana Pyroscope's push API and legacy `/ingest`; `otlp`: OpenTelemetry profiles.
+The HTTP edges are server/api/pyroscope.py and server/api/otlp.py; both end in the native ingest path.
+"""
+
+from __future__ import annotations
+
+
+class ProtocolError(ValueError):
+    """A request that does not follow the protocol; the message says what is wrong (a 400)."""
