@@ -47,9 +47,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def _register(app: Flask) -> None:
-    from server.api import health, ingest, labels, pyroscope_ingest, pyroscope_push, query, session, ui
+    from server.api import health, ingest, labels, otlp, pyroscope_ingest, pyroscope_push, query, session, ui
 
-    for module in (health, ingest, labels, query, session, ui, pyroscope_push, pyroscope_ingest):
+    for module in (health, ingest, labels, query, session, ui, pyroscope_push, pyroscope_ingest, otlp):
         app.register_blueprint(module.bp)
     gc_policy = heap.GcPolicy()
 

@@ -1,0 +1,297 @@
+"""OpenTelemetry profiles (`v1development`, opentelemetry-proto 1.45.x): an ExportProfilesServiceRequest
+as Hotpath tables, one per group of `Profile`s that are the columns of one profile.
+
+Pure; the HTTP edge is server/api/otlp.py. Mapping:
+- Resource attributes `service.name` -> `service`, `host.name` -> `host`, the others and the
+  Profile's own attributes -> series labels (low cardinality); a Sample's attributes -> per-sample
+  labels, `process.pid`/`process.executable.name`/`thread.name` named `pid`/`process`/`thread`.
+- A pprof with several sample types arrives as several `Profile`s (one sample type each) in one
+  scope with the same time, duration and period: they are merged back into one table whose
+  columns are those types, sample by sample identity (stack, attributes). A lone CPU column gets
+  its twin (profiler.types.as_cpu_columns), so OTel CPU data lands in the `cpu` type.
+- A Sample's value is the sum of its `values`, or its count of timestamps when it has none.
+A Profile that cannot be read whole (an index out of its table, a sample without values, fields
+this build does not know: the pre-renumbering layout) is rejected whole and reported, never half-read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from google.protobuf.unknown_fields import UnknownFieldSet
+from opentelemetry.proto.collector.profiles.v1development import profiles_service_pb2 as svc
+from opentelemetry.proto.profiles.v1development import profiles_pb2 as pb
+
+from profiler.model import Frame, FrameInterner, FrameKind, ProfileTable, ValueType, make_labels
+from profiler.types import as_cpu_columns
+from server.protocols import ProtocolError
+
+# The v1development numbering this decoder is written for (opentelemetry-proto 1.45.x). Builds from
+# before the 2026-05 renumbering put Sample.values at 2: a mismatch here is a silent misread.
+FIELD_NUMBERS = {
+    "ExportProfilesServiceRequest": {"resource_profiles": 1, "dictionary": 2},
+    "ProfilesDictionary": {"mapping_table": 1, "location_table": 2, "function_table": 3, "link_table": 4,
+                           "string_table": 5, "attribute_table": 6, "stack_table": 7},
+    "Profile": {"sample_type": 1, "samples": 2, "time_unix_nano": 3, "duration_nano": 4, "period_type": 5,
+                "period": 6, "attribute_indices": 11},
+    "Sample": {"stack_index": 1, "attribute_indices": 2, "link_index": 3, "values": 4, "timestamps_unix_nano": 5},
+    "Stack": {"location_indices": 1},
+    "Location": {"mapping_index": 1, "address": 2, "lines": 3, "attribute_indices": 4},
+    "Line": {"function_index": 1, "line": 2},
+    "Function": {"name_strindex": 1, "system_name_strindex": 2, "filename_strindex": 3},
+    "Mapping": {"filename_strindex": 4},
+    "KeyValueAndUnit": {"key_strindex": 1, "value": 2},
+}
+OLD_LAYOUT_HINT = ("; the sender may use the profiles layout from before the v1development renumbering "
+                   "(Sample.values = 2): upgrade it to opentelemetry-proto 1.45+")
+RESOURCE_LABELS = {"service.name": "service", "host.name": "host"}
+SAMPLE_LABELS = {"process.pid": "pid", "process.executable.name": "process", "thread.name": "thread",
+                 "thread.id": "tid"}
+FRAME_KINDS = {"kernel": FrameKind.KERNEL, "native": FrameKind.NATIVE}
+FRAME_TYPE_ATTR = "profile.frame.type"
+
+
+def field_number_mismatches() -> list[str]:
+    """Where the installed generated classes number a field differently from FIELD_NUMBERS."""
+    out = []
+    for message, fields in FIELD_NUMBERS.items():
+        desc = (svc if message == "ExportProfilesServiceRequest" else pb).DESCRIPTOR.message_types_by_name[message]
+        for name, number in fields.items():
+            got = desc.fields_by_name.get(name)
+            if got is None or got.number != number:
+                out.append(f"{message}.{name}: expected {number}, found {got.number if got else 'none'}")
+    return out
+
+
+def decode_request(body: bytes, codec: str) -> svc.ExportProfilesServiceRequest:
+    req = svc.ExportProfilesServiceRequest()
+    if codec == "proto":
+        try:
+            req.ParseFromString(body)
+        except DecodeError as exc:
+            raise ProtocolError(f"body is not a valid ExportProfilesServiceRequest (truncated or malformed "
+                                f"protobuf: {exc})") from None
+        return req
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"JSON body is not valid UTF-8 (byte {exc.start})") from None
+    except ValueError as exc:
+        raise ProtocolError(f"body is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ProtocolError("JSON body must be an ExportProfilesServiceRequest object")
+    # OTLP/JSON writes trace and span ids as hex, not base64; links are not stored, so drop them.
+    dictionary = doc.get("dictionary")
+    if isinstance(dictionary, dict):
+        dictionary.pop("linkTable", None)
+        dictionary.pop("link_table", None)
+    try:
+        json_format.ParseDict(doc, req, ignore_unknown_fields=True)
+    except json_format.ParseError as exc:
+        raise ProtocolError(f"body is not a valid ExportProfilesServiceRequest in JSON: {exc}") from None
+    return req
+
+
+@dataclass
+class Batch:
+    labels: dict[str, str]
+    table: ProfileTable
+
+
+@dataclass
+class Converted:
+    batches: list[Batch] = field(default_factory=list)
+    rejected: int = 0  # Profiles rejected
+    errors: list[str] = field(default_factory=list)
+
+
+class _Reject(Exception):
+    pass
+
+
+class _Dictionary:
+    """The request's shared tables, resolved lazily and checked index by index."""
+
+    def __init__(self, d: pb.ProfilesDictionary) -> None:
+        self.d = d
+        self.strings = list(d.string_table)
+        self.interner = FrameInterner()
+        self._locations: dict[int, tuple[int, ...]] = {}
+        self._stacks: dict[int, tuple[int, ...]] = {}
+        self._attrs: dict[int, tuple[str, str]] = {}
+
+    def string(self, i: int, what: str) -> str:
+        if not 0 <= i < len(self.strings):
+            raise _Reject(f"{what} string index {i} is outside string_table ({len(self.strings)} entries)")
+        return self.strings[i]
+
+    def attribute(self, i: int) -> tuple[str, str]:
+        hit = self._attrs.get(i)
+        if hit is None:
+            table = self.d.attribute_table
+            if not 0 <= i < len(table):
+                raise _Reject(f"attribute index {i} is outside attribute_table ({len(table)} entries)")
+            kv = table[i]
+            hit = self._attrs[i] = (self.string(kv.key_strindex, "attribute key"), self.value(kv.value))
+        return hit
+
+    def value(self, v) -> str:  # type: ignore[no-untyped-def]
+        kind = v.WhichOneof("value")
+        if kind == "string_value_strindex":
+            return self.string(v.string_value_strindex, "attribute value")
+        if kind in ("string_value", "int_value", "double_value"):
+            return str(getattr(v, kind))
+        if kind == "bool_value":
+            return "true" if v.bool_value else "false"
+        if kind is None:
+            return ""
+        return json_format.MessageToJson(v, indent=None)
+
+    def location(self, i: int) -> tuple[int, ...]:
+        """Frame ids of location `i`, root first (its inlined lines reversed: lines[0] is innermost)."""
+        hit = self._locations.get(i)
+        if hit is not None:
+            return hit
+        table = self.d.location_table
+        if not 0 <= i < len(table):
+            raise _Reject(f"location index {i} is outside location_table ({len(table)} entries)")
+        loc = table[i]
+        binary, kind = "", FrameKind.UNKNOWN
+        if loc.mapping_index:
+            if not 0 <= loc.mapping_index < len(self.d.mapping_table):
+                raise _Reject(f"mapping index {loc.mapping_index} is outside mapping_table")
+            binary = self.string(self.d.mapping_table[loc.mapping_index].filename_strindex, "mapping filename")
+            kind = FrameKind.KERNEL if binary.startswith(("[kernel", "[vmlinux")) else FrameKind.NATIVE
+        for a in loc.attribute_indices:
+            key, value = self.attribute(a)
+            if key == FRAME_TYPE_ATTR:
+                kind = FRAME_KINDS.get(value, FrameKind.INTERPRETED)
+        frames = []
+        for line in loc.lines:
+            if not 0 <= line.function_index < len(self.d.function_table):
+                raise _Reject(f"function index {line.function_index} is outside function_table")
+            fn = self.d.function_table[line.function_index]
+            frames.append(Frame(self.string(fn.name_strindex, "function name") or "?", binary, kind, loc.address,
+                                filename=self.string(fn.filename_strindex, "file name"), line=line.line))
+        if not frames:  # unsymbolized: the address, as the pprof codec shows it
+            frames.append(Frame(f"{binary}+0x{loc.address:x}" if binary else f"0x{loc.address:x}", binary, kind,
+                                loc.address))
+        hit = self._locations[i] = tuple(self.interner.ids(reversed(frames)))
+        return hit
+
+    def stack(self, i: int) -> tuple[int, ...]:
+        hit = self._stacks.get(i)
+        if hit is None:
+            table = self.d.stack_table
+            if not 0 <= i < len(table):
+                raise _Reject(f"stack index {i} is outside stack_table ({len(table)} entries)")
+            hit = self._stacks[i] = tuple(f for loc in reversed(table[i].location_indices) for f in self.location(loc))
+        return hit
+
+
+def _value_type(d: _Dictionary, vt: pb.ValueType) -> ValueType:
+    return ValueType(d.string(vt.type_strindex, "sample type"), d.string(vt.unit_strindex, "sample unit"))
+
+
+def _group_key(d: _Dictionary, p: pb.Profile) -> tuple:  # type: ignore[type-arg]
+    period_type = _value_type(d, p.period_type) if p.HasField("period_type") else None
+    return (p.time_unix_nano, p.duration_nano, period_type, p.period, tuple(sorted(p.attribute_indices)))
+
+
+def _groups(d: _Dictionary, profiles: list[pb.Profile], out: Converted) -> list[list[pb.Profile]]:
+    """Profiles that are columns of one profile (same time, duration, period, attributes; distinct types)."""
+    groups: list[tuple[tuple, list[pb.Profile], set[ValueType]]] = []  # type: ignore[type-arg]
+    for p in profiles:
+        try:
+            key, vt = _group_key(d, p), _value_type(d, p.sample_type)
+        except _Reject as exc:
+            out.rejected += 1
+            out.errors.append(str(exc))
+            continue
+        for gkey, members, types in groups:
+            if gkey == key and vt not in types:
+                members.append(p)
+                types.add(vt)
+                break
+        else:
+            groups.append((key, [p], {vt}))
+    return [members for _, members, _ in groups]
+
+
+def _table(d: _Dictionary, group: list[pb.Profile]) -> tuple[ProfileTable, dict[str, str]]:
+    rows: dict[tuple, int] = {}  # type: ignore[type-arg]
+    stacks: list[tuple[int, ...]] = []
+    labels = []
+    cells: list[tuple[int, int, int]] = []
+    for col, p in enumerate(group):
+        for s in p.samples:
+            if UnknownFieldSet(s):
+                raise _Reject("a sample has fields this server does not know" + OLD_LAYOUT_HINT)
+            if s.values and s.timestamps_unix_nano and len(s.values) != len(s.timestamps_unix_nano):
+                raise _Reject(f"a sample has {len(s.values)} values but {len(s.timestamps_unix_nano)} timestamps")
+            if not s.values and not s.timestamps_unix_nano:
+                raise _Reject("a sample has neither values nor timestamps" + OLD_LAYOUT_HINT)
+            try:
+                attrs = [d.attribute(a) for a in s.attribute_indices]
+            except _Reject as exc:
+                raise _Reject(str(exc) + OLD_LAYOUT_HINT) from None
+            ident = (s.stack_index, tuple(sorted(s.attribute_indices)))
+            row = rows.get(ident)
+            if row is None:
+                row = rows[ident] = len(stacks)
+                stacks.append(d.stack(s.stack_index))
+                labels.append(make_labels((SAMPLE_LABELS.get(k, k), v) for k, v in attrs))
+            cells.append((row, col, sum(s.values) if s.values else len(s.timestamps_unix_nano)))
+    values = np.zeros((len(stacks), len(group)), dtype=np.int64)
+    for row, col, v in cells:
+        values[row, col] += v
+    # Frame ids are the request's; this table keeps only the frames its stacks use, renumbered.
+    used = sorted({f for st in stacks for f in st})
+    renumber = {old: new for new, old in enumerate(used)}
+    first = group[0]
+    table = ProfileTable(
+        sample_types=tuple(_value_type(d, p.sample_type) for p in group),
+        frames=[d.interner.frames[f] for f in used], stacks=[tuple(map(renumber.__getitem__, st)) for st in stacks],
+        values=values, labels=labels,
+        period_type=_value_type(d, first.period_type) if first.HasField("period_type") else None,
+        period=first.period, time_nanos=first.time_unix_nano, duration_nanos=first.duration_nano)
+    series = dict(d.attribute(a) for a in first.attribute_indices)
+    return as_cpu_columns(table), series
+
+
+def _resource_labels(d: _Dictionary, attributes) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    out = {}
+    for kv in attributes:
+        key = kv.key or (d.string(kv.key_strindex, "resource attribute key") if kv.key_strindex else "")
+        if key:
+            out[RESOURCE_LABELS.get(key, key)] = d.value(kv.value)
+    return out
+
+
+def convert(req: svc.ExportProfilesServiceRequest) -> Converted:
+    """Every readable Profile group as a Batch; unreadable Profiles counted and explained."""
+    out = Converted()
+    d = _Dictionary(req.dictionary)
+    if UnknownFieldSet(req) or UnknownFieldSet(req.dictionary):
+        out.errors.append("the request has fields this server does not know" + OLD_LAYOUT_HINT)
+    for rp in req.resource_profiles:
+        try:
+            resource = _resource_labels(d, rp.resource.attributes)
+        except _Reject as exc:
+            out.rejected += sum(len(sp.profiles) for sp in rp.scope_profiles)
+            out.errors.append(f"resource: {exc}")
+            continue
+        for sp in rp.scope_profiles:
+            for group in _groups(d, list(sp.profiles), out):
+                try:
+                    table, own = _table(d, group)
+                except _Reject as exc:
+                    out.rejected += len(group)
+                    out.errors.append(str(exc))
+                    continue
+                out.batches.append(Batch({**resource, **own}, table))
+    return out
