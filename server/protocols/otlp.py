@@ -4,7 +4,8 @@ as Hotpath tables, one per group of `Profile`s that are the columns of one profi
 Pure; the HTTP edge is server/api/otlp.py. Mapping:
 - Resource attributes `service.name` -> `service`, `host.name` -> `host`, the others and the
   Profile's own attributes -> series labels (low cardinality); a Sample's attributes -> per-sample
-  labels, `process.pid`/`process.executable.name`/`thread.name` named `pid`/`process`/`thread`.
+  labels, `process.pid`/`process.executable.name`/`thread.name` named `pid`/`process`/`thread`;
+  other dotted keys with underscores (`k8s.pod.name` -> `k8s_pod_name`).
 - A pprof with several sample types arrives as several `Profile`s (one sample type each) in one
   scope with the same time, duration and period: they are merged back into one table whose
   columns are those types, sample by sample identity (stack, attributes). A lone CPU column gets
@@ -28,7 +29,7 @@ from opentelemetry.proto.profiles.v1development import profiles_pb2 as pb
 
 from profiler.model import Frame, FrameInterner, FrameKind, ProfileTable, ValueType, make_labels
 from profiler.types import as_cpu_columns
-from server.protocols import ProtocolError
+from server.protocols import ProtocolError, label_name
 
 # The v1development numbering this decoder is written for (opentelemetry-proto 1.45.x). Builds from
 # before the 2026-05 renumbering put Sample.values at 2: a mismatch here is a silent misread.
@@ -244,7 +245,7 @@ def _table(d: _Dictionary, group: list[pb.Profile]) -> tuple[ProfileTable, dict[
             if row is None:
                 row = rows[ident] = len(stacks)
                 stacks.append(d.stack(s.stack_index))
-                labels.append(make_labels((SAMPLE_LABELS.get(k, k), v) for k, v in attrs))
+                labels.append(make_labels((SAMPLE_LABELS.get(k) or label_name(k), v) for k, v in attrs))
             cells.append((row, col, sum(s.values) if s.values else len(s.timestamps_unix_nano)))
     values = np.zeros((len(stacks), len(group)), dtype=np.int64)
     for row, col, v in cells:
@@ -259,7 +260,7 @@ def _table(d: _Dictionary, group: list[pb.Profile]) -> tuple[ProfileTable, dict[
         values=values, labels=labels,
         period_type=_value_type(d, first.period_type) if first.HasField("period_type") else None,
         period=first.period, time_nanos=first.time_unix_nano, duration_nanos=first.duration_nano)
-    series = dict(d.attribute(a) for a in first.attribute_indices)
+    series = {label_name(k): v for k, v in map(d.attribute, first.attribute_indices)}
     return as_cpu_columns(table), series
 
 
@@ -268,7 +269,7 @@ def _resource_labels(d: _Dictionary, attributes) -> dict[str, str]:  # type: ign
     for kv in attributes:
         key = kv.key or (d.string(kv.key_strindex, "resource attribute key") if kv.key_strindex else "")
         if key:
-            out[RESOURCE_LABELS.get(key, key)] = d.value(kv.value)
+            out[RESOURCE_LABELS.get(key) or label_name(key)] = d.value(kv.value)
     return out
 
 

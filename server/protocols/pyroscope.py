@@ -3,21 +3,20 @@
 Pure functions; the HTTP edge is server/api/pyroscope.py. Label mapping (what a Pyroscope user
 switching to Hotpath gets): `service_name` -> `service`, `__name__` (`process_cpu`, `memory`, ...)
 names the profile kind and is not kept as a label (the type comes from the pprof's sample types, as
-on `/api/v1/ingest`), every other label is a series label; a tenant (`X-Scope-OrgID`) is the
-`tenant` label.
+on `/api/v1/ingest`), every other label is a series label (dots in names become underscores:
+`otel.scope.name` -> `otel_scope_name`); a tenant (`X-Scope-OrgID`) is the `tenant` label.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
-from server.protocols import ProtocolError
+from server.protocols import ProtocolError, label_name
 from server.protocols import pyroscope_push_pb2 as pb
 
 SERVICE_LABEL = "service_name"
@@ -32,7 +31,6 @@ CPU_SUFFIXES = frozenset({"cpu", "itimer", ""})
 # Legacy `units=` -> pprof unit of the single value column.
 LEGACY_UNITS = {"samples": "count", "objects": "count", "goroutines": "count", "lock_samples": "count",
                 "bytes": "bytes", "lock_nanoseconds": "nanoseconds", "nanoseconds": "nanoseconds"}
-_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +81,7 @@ def map_labels(pairs: list[tuple[str, str]], tenant: str = "", where: str = "ser
         if key == NAME_LABEL:
             name = value
         else:
-            labels["service" if key == SERVICE_LABEL else key] = value
+            labels["service" if key == SERVICE_LABEL else label_name(key)] = value
     if SERVICE_LABEL in seen and "service" in seen:
         raise ProtocolError(f"{where}: both `service` and `service_name` labels are set")
     if tenant:
@@ -112,11 +110,11 @@ def parse_legacy_name(text: str) -> LegacyName:
         for item in filter(None, (p.strip() for p in rest[:-1].split(","))):
             key, eq, value = item.partition("=")
             key = key.strip()
-            if not eq or not _KEY.match(key):
+            if not eq or not key:
                 raise ProtocolError(f"name {text[:80]!r}: {item[:64]!r} is not a key=value label")
             if key in labels:
                 raise ProtocolError(f"name {text[:80]!r}: label {key!r} appears twice")
-            labels[key] = value.strip()
+            labels[label_name(key)] = value.strip()
     app = app.strip()
     base, dot, last = app.rpartition(".")
     suffix = last if dot and last in LEGACY_SUFFIXES else ""

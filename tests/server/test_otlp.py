@@ -1,0 +1,125 @@
+"""OTLP profiles (`POST /v1development/profiles`): a real Go runtime profile converted by the test's own
+converter, sent as protobuf and JSON; totals, names and labels equal `go tool pprof -raw`'s on the
+original; the old field numbering gets a partial-success message; bad input gets a precise 4xx."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf import json_format
+from opentelemetry.proto.collector.profiles.v1development import profiles_service_pb2 as svc
+
+from profiler import pprof
+from server.protocols.otlp import field_number_mismatches
+from tests.profiler.go_profile import build_go_profile, go_pprof
+from tests.server.conftest import bearer
+from tests.server.helpers import cpu_profile
+from tests.server.otlp_convert import pprof_to_otlp
+from tests.server.protocol_helpers import gzip_bomb, n_batches, pprof_raw_totals, top
+
+URL = "/v1development/profiles"
+PROTO = "application/x-protobuf"
+
+
+@pytest.fixture(scope="module")
+def go_profile(go_bin: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, Path]:
+    tmp = tmp_path_factory.mktemp("go")
+    return go_bin, tmp, build_go_profile(go_bin, tmp)
+
+
+def export(client: Any, token: str, body: bytes, content_type: str = PROTO, **headers: str) -> Any:
+    return client.post(URL, data=body, headers={**bearer(token), "Content-Type": content_type, **headers})
+
+
+def test_installed_classes_have_the_current_field_numbers() -> None:
+    assert field_number_mismatches() == []
+
+
+def test_go_profile_as_proto_and_json_equals_go_tool_pprof(client: Any, tokens: dict[str, str],
+                                                          go_profile: tuple[str, Path, Path]) -> None:
+    go, tmp, path = go_profile
+    types, totals, names = pprof_raw_totals(go_pprof(go, tmp, "-raw", str(path)))
+    assert types == ["samples/count", "cpu/nanoseconds"] and totals[1] > 0
+    for codec, service in (("proto", "otlp-proto"), ("json", "otlp-json")):
+        req = pprof_to_otlp(path.read_bytes(), {"service.name": service, "host.name": "builder",
+                                                "k8s.namespace.name": "prod"})
+        if codec == "proto":
+            resp = export(client, tokens["ingest"], req.SerializeToString())
+            answer = svc.ExportProfilesServiceResponse.FromString(resp.data)
+        else:
+            resp = export(client, tokens["ingest"], json_format.MessageToJson(req).encode(), "application/json")
+            answer = json_format.Parse(resp.data, svc.ExportProfilesServiceResponse())
+        assert resp.status_code == 200, resp.data
+        assert not answer.HasField("partial_success"), answer
+        query = f'cpu{{service="{service}", host="builder", k8s_namespace_name="prod"}}'
+        got = top(client, tokens["read"], query)
+        assert got["total"] == totals[1]
+        assert {f["name"] for f in got["functions"]} == names
+        # both columns came back as one cpu profile: the sample count matches too
+        series = client.get("/api/v1/series", query_string={"query": query, "from": "now-1h", "until": "now+5m"},
+                            headers=bearer(tokens["read"])).get_json()
+        assert series and "error" not in series
+
+
+def test_sample_attributes_become_sample_labels(client: Any, tokens: dict[str, str]) -> None:
+    prof = cpu_profile({"main;a": 4, "main;b": 6}, labels={"main;a": {"thread_name": "w1"}})
+    req = pprof_to_otlp(pprof.encode(prof), {"service.name": "otlp-labels"})
+    assert export(client, tokens["ingest"], req.SerializeToString()).status_code == 200
+    assert top(client, tokens["read"], 'cpu{service="otlp-labels", thread_name="w1"}')["total"] == 4 * prof.period
+    assert top(client, tokens["read"], 'cpu{service="otlp-labels"}')["total"] == 10 * prof.period
+
+
+def test_old_field_numbering_is_a_partial_success_not_silent_loss(app: Any, client: Any,
+                                                                  tokens: dict[str, str]) -> None:
+    req = pprof_to_otlp(pprof.encode(cpu_profile({"main;a": 4})), {"service.name": "otlp-old"})
+    for p in req.resource_profiles[0].scope_profiles[0].profiles:
+        for s in p.samples:  # Sample.values at field 2, as builds before the renumbering write it
+            values = list(s.values)
+            s.ClearField("values")
+            s.attribute_indices.extend(values)
+    before = n_batches(app)
+    resp = export(client, tokens["ingest"], req.SerializeToString())
+    assert resp.status_code == 200
+    answer = svc.ExportProfilesServiceResponse.FromString(resp.data)
+    assert answer.partial_success.rejected_profiles == 2
+    assert "renumbering" in answer.partial_success.error_message
+    assert n_batches(app) == before
+
+
+def _status(resp: Any) -> tuple[int, str]:
+    if resp.mimetype == "application/json":
+        body = json.loads(resp.data)
+        return body["code"], body["message"]
+    assert resp.data[0] == 0x08 and resp.data[2] == 0x12  # google.rpc.Status: code, message
+    return resp.data[1], resp.data[4 if resp.data[3] < 0x80 else 5:].decode()
+
+
+def test_bad_input_is_a_precise_4xx_and_stores_nothing(app: Any, client: Any, tokens: dict[str, str]) -> None:
+    good = pprof_to_otlp(pprof.encode(cpu_profile({"a;b": 1})), {"service.name": "otlp-bad"}).SerializeToString()
+    before = n_batches(app)
+
+    def refused(status: int, code: int, words: str, body: bytes, content_type: str = PROTO, **headers: str) -> None:
+        resp = client.post(URL, data=body, headers={**bearer(tokens["ingest"]), "Content-Type": content_type,
+                                                    **headers})
+        assert resp.status_code == status, resp.data
+        got_code, message = _status(resp)
+        assert got_code == code and words in message, (got_code, message)
+
+    refused(401, 16, "authentication required", good, Authorization="")
+    refused(403, 7, "`ingest` scope", good, Authorization=f"Bearer {tokens['read']}")
+    refused(415, 3, "application/x-protobuf", good, "text/plain")
+    refused(400, 3, "truncated or malformed", good[: len(good) // 2])
+    refused(400, 3, "not valid UTF-8", b'{"resourceProfiles": [{"schemaUrl": "\xff"}]}', "application/json")
+    refused(400, 3, "not JSON", b"{", "application/json")
+    refused(413, 8, "decompressed", gzip_bomb(), **{"Content-Encoding": "gzip"})
+    refused(413, 8, "exceeds the limit", b"\x0a" * (9 << 20))
+    many = pprof_to_otlp(pprof.encode(cpu_profile({"a;b": 1})),
+                         {f"attr{i}": "v" for i in range(100_000)}).SerializeToString()
+    refused(413, 8, "series labels exceed", many)
+    bad_key = pprof_to_otlp(pprof.encode(cpu_profile({"a;b": 1})), {"bad key": "v"}).SerializeToString()
+    refused(400, 3, "label name", bad_key)
+    assert n_batches(app) == before
+    assert client.get("/healthz").status_code == 200
