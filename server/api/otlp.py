@@ -81,11 +81,10 @@ def export() -> tuple[Response, int]:
     ready = []
     for batch in converted.batches:
         labels = check_series_labels(batch.labels, cfg)
-        validate_table(batch.table, cfg)
-        ready.append((batch.table, labels))
+        ready.append((batch.table, labels, validate_table(batch.table, cfg)))
     outcome = "duplicate" if ready else "empty"
-    for table, labels in ready:
-        store_table(table, labels, None, compressed // len(ready), validated=True)
+    for table, labels, repairs in ready:
+        store_table(table, labels, None, compressed // len(ready), repairs)
         outcome = "stored"
     resp = svc.ExportProfilesServiceResponse()
     if converted.rejected or converted.errors:

@@ -133,7 +133,7 @@ def ingest() -> tuple[Response, int]:
         labels = check_series_labels({**name.labels, "service": name.service}, cfg)
         body, compressed = request_body(cfg)
         if fmt == "pprof":
-            data = inflate(_pprof_bytes(body, cfg["MAX_DECOMPRESSED_BYTES"]), cfg["MAX_DECOMPRESSED_BYTES"])
+            data = inflate(_pprof_bytes(body, cfg["MAX_DECOMPRESSED_BYTES"]), cfg, cfg["MAX_DECOMPRESSED_BYTES"])
             try:
                 table = as_cpu_columns(decode_table(data))
             except ProfileError as exc:
@@ -144,7 +144,7 @@ def ingest() -> tuple[Response, int]:
             except UnicodeDecodeError as exc:
                 raise ApiError(400, f"{fmt} body is not valid UTF-8 (byte {exc.start})", "bad_profile") from None
             table = _text_table(text, fmt, name.suffix)
-        result = store_table(table, labels, key, compressed)
+        result, _ = store_table(table, labels, key, compressed)
     except ApiError as exc:
         st.metrics.ingest_rejects.labels(exc.reason or "other").inc()
         st.metrics.ingest_protocol_requests.labels(PROTOCOL, "rejected").inc()

@@ -100,19 +100,19 @@ def push() -> tuple[Response, int]:
     except ProtocolError as exc:
         raise ApiError(400, str(exc), "bad_request") from None
     budget = cfg["MAX_DECOMPRESSED_BYTES"] - len(body)
-    ready: list[tuple[ProfileTable, dict[str, str], str | None]] = []
+    ready: list[tuple[ProfileTable, dict[str, str], str | None, dict[str, int]]] = []
     for i, one in enumerate(series):
         labels = check_series_labels(one.labels, cfg)
         for j, smp in enumerate(one.samples):
             # One decompressed budget for the whole request: many small gzip bombs are one big one.
-            data = inflate(smp.raw_profile, budget)
+            data = inflate(smp.raw_profile, cfg, budget)
             budget -= len(data)
             table = decode_sample(data, one.name, f"series {i} sample {j}")
-            validate_table(table, cfg)
-            ready.append((table, labels, idempotency_key(smp.id, labels)))
+            repairs = validate_table(table, cfg)
+            ready.append((table, labels, idempotency_key(smp.id, labels), repairs))
     outcome = "duplicate"
-    for table, labels, key in ready:
-        if store_table(table, labels, key, compressed // len(ready), validated=True).status == "stored":
+    for table, labels, key, repairs in ready:
+        if store_table(table, labels, key, compressed // len(ready), repairs)[0].status == "stored":
             outcome = "stored"
     st.metrics.ingest_seconds.observe(time.perf_counter() - started)
     st.metrics.ingest_protocol_requests.labels(PROTOCOL, outcome if ready else "empty").inc()
