@@ -111,6 +111,8 @@ def build_batch(drain: RawDrain, sym: Symbolizer, frequency: int, offcpu: bool) 
         for name in ("threads_map_full", "stale_stacks", "sampled_spans", "sampled_out_spans", "lost_offcpu_spans"):
             if drain.stats.get(name):
                 off.counters[name] = drain.stats[name]
+    for name, value in sym.take_events().items():  # unreadable binaries, refused perf maps
+        cpu.counters[name] = cpu.counters.get(name, 0) + value
     sym.end_drain()
     for pid in sym.tracker.after_drain():
         sym.forget(pid)

@@ -9,6 +9,7 @@ from /proc/loadavg: unchanged means no new task) and a full /proc listing every 
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from collector.symbolize.procmaps import PROC, ProcessInfo, capture, recapture_maps
 
+log = logging.getLogger("hotpath.collector.processes")
 # Longest time between full /proc listings while no new task appears (exits are noticed then).
 FULL_SCAN_S = 5.0
 
@@ -161,12 +163,19 @@ class ProcessTracker:
     def __len__(self) -> int:
         return len(self._infos)
 
+    def _safe_poll(self) -> None:
+        """A poll that fails (a bug on odd input in a capture hook) is logged; polling goes on."""
+        try:
+            self.poll()
+        except Exception:
+            log.exception("process poll failed; continuing")
+
     def start(self, interval_s: float = 0.2) -> None:
         def loop() -> None:
             while not self._stop.wait(interval_s):
-                self.poll()
+                self._safe_poll()
 
-        self.poll()
+        self._safe_poll()
         self._thread = threading.Thread(target=loop, name="hotpath-proc-poll", daemon=True)
         self._thread.start()
 

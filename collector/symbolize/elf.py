@@ -3,7 +3,9 @@ separate debug files (`/usr/lib/debug/.build-id/xx/rest.debug`, `.gnu_debuglink`
 
 from __future__ import annotations
 
+import io
 import os
+import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +18,39 @@ from elftools.elf.sections import NoteSection, SymbolTableSection
 
 
 class ElfReadError(Exception):
-    """The file is missing, unreadable or not an ELF file."""
+    """The file is missing, unreadable, not an ELF file, or malformed (a size or offset past its end)."""
+
+
+# Most bytes one image's tables may take (symbol + string tables, notes): a crafted section header
+# claiming 2^44 bytes was allocated as asked and raised MemoryError. Real tables are far smaller
+# (libc's .dynsym + .dynstr: ~100 KB; a large C++ binary's .symtab + .strtab: ~100 MB).
+MAX_TABLE_BYTES = 512 * 1024 * 1024
+# Files read whole by pyelftools (32-bit or big-endian images only): they are small.
+MAX_SLOW_PATH_BYTES = 64 * 1024 * 1024
+
+
+class _Reader:
+    """Bounded reads of one open file: every (offset, size) is checked against the file's size
+    (taken from the open fd) and a running budget before anything is allocated."""
+
+    def __init__(self, fh: BinaryIO, path: str, budget: int) -> None:
+        self.fh = fh
+        self.path = path
+        self.size = os.fstat(fh.fileno()).st_size
+        self.budget = budget
+
+    def read(self, offset: int, size: int) -> bytes:
+        if offset < 0 or size < 0 or offset + size > self.size:
+            raise ElfReadError(f"{self.path}: {size} bytes at offset {offset} lie past the end "
+                               f"of the file ({self.size} bytes)")
+        if size > self.budget:
+            raise ElfReadError(f"{self.path}: tables over {MAX_TABLE_BYTES} bytes")
+        self.budget -= size
+        self.fh.seek(offset)
+        data = self.fh.read(size)
+        if len(data) != size:  # shrunk under us
+            raise ElfReadError(f"{self.path}: truncated while reading")
+        return data
 
 
 _EMPTY_U64 = np.zeros(0, dtype=np.uint64)
@@ -148,6 +182,12 @@ _SHT_SYMTAB, _SHT_NOTE, _SHT_NOBITS, _SHT_DYNSYM = 2, 7, 8, 11
 _NT_GNU_BUILD_ID = 3
 
 
+def _debuglink(raw: bytes) -> str:
+    """A `.gnu_debuglink` name; only a plain file name (as gdb writes it) may steer where we read."""
+    name = raw.decode("utf-8", "replace")
+    return name if name and "/" not in name and name not in (".", "..") else ""
+
+
 def _cstr(blob: bytes, off: int) -> bytes:
     end = blob.find(b"\0", off)
     return blob[off:end if end >= 0 else None]
@@ -157,9 +197,13 @@ def _read_elf64(fh: BinaryIO, path: str) -> tuple[ElfSymbols, SymArrays] | None:
     """64-bit little-endian ELF from its raw headers (numpy/struct), or None for other kinds.
 
     pyelftools builds an object per section and parses e.g. every GNU hash bucket one by one:
-    ~60 ms per library, which a host starting many new binaries paid for each."""
-    ident = fh.read(64)
-    if len(ident) < 64 or ident[:4] != b"\x7fELF":
+    ~60 ms per library, which a host starting many new binaries paid for each. Every size and
+    offset comes from the (untrusted) file, so every read goes through `_Reader`'s bounds."""
+    rd = _Reader(fh, path, MAX_TABLE_BYTES)
+    if rd.size < 64:
+        raise ElfReadError(f"{path}: not an ELF file")
+    ident = rd.read(0, 64)
+    if ident[:4] != b"\x7fELF":
         raise ElfReadError(f"{path}: not an ELF file")
     if ident[4] != 2 or ident[5] != 1:
         return None
@@ -167,32 +211,26 @@ def _read_elf64(fh: BinaryIO, path: str) -> tuple[ElfSymbols, SymArrays] | None:
     phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from("<HHHHH", ident, 54)
     result = ElfSymbols(path=path)
     if phnum and phentsize >= _PHDR64.size:
-        fh.seek(phoff)
-        raw = fh.read(phnum * phentsize)
-        for i in range(len(raw) // phentsize):
+        raw = rd.read(phoff, phnum * phentsize)
+        for i in range(phnum):
             p_type, _, p_offset, p_vaddr, _, p_filesz, _, _ = _PHDR64.unpack_from(raw, i * phentsize)
             if p_type == 1:  # PT_LOAD
                 result.segments.append((p_offset, p_vaddr, p_filesz))
     if not shoff or shentsize != 64:
         return result, _concat([])
-    fh.seek(shoff)
-    first = fh.read(64)
-    if len(first) < 64:
-        raise ElfReadError(f"{path}: truncated section headers")
+    first = rd.read(shoff, 64)
     if shnum == 0:  # extended numbering: the count lives in section 0
         shnum = int(np.frombuffer(first, dtype=_SHDR64)[0]["size"])
     if shstrndx == 0xFFFF:
         shstrndx = int(np.frombuffer(first, dtype=_SHDR64)[0]["link"])
-    raw = first + fh.read((shnum - 1) * 64)
-    if len(raw) < shnum * 64:
-        raise ElfReadError(f"{path}: truncated section headers")
-    shdrs = np.frombuffer(raw, dtype=_SHDR64)
+    if shnum == 0 or shnum > (rd.size - shoff) // 64:
+        raise ElfReadError(f"{path}: {shnum} section headers do not fit in the file")
+    shdrs = np.frombuffer(first + rd.read(shoff + 64, (shnum - 1) * 64), dtype=_SHDR64)
 
     def data(i: int) -> bytes:
         if not 0 <= i < shnum or int(shdrs[i]["type"]) == _SHT_NOBITS:
             return b""
-        fh.seek(int(shdrs[i]["offset"]))
-        return fh.read(int(shdrs[i]["size"]))
+        return rd.read(int(shdrs[i]["offset"]), int(shdrs[i]["size"]))
 
     names = data(shstrndx) + b"\0"
     parts: list[SymArrays] = []
@@ -211,7 +249,7 @@ def _read_elf64(fh: BinaryIO, path: str) -> tuple[ElfSymbols, SymArrays] | None:
                     break
                 off = desc_at + (descsz + 3) // 4 * 4
         elif name == b".gnu_debuglink":
-            result.debuglink = _cstr(data(i), 0).decode("utf-8", "replace")
+            result.debuglink = _debuglink(_cstr(data(i), 0))
         elif sh_type in (_SHT_SYMTAB, _SHT_DYNSYM) and int(sh["entsize"]) == 24:
             if name == b".symtab":
                 result.has_symtab = True
@@ -227,27 +265,43 @@ def _read_elf64(fh: BinaryIO, path: str) -> tuple[ElfSymbols, SymArrays] | None:
 
 def _read_elf(path: str) -> tuple[ElfSymbols, SymArrays]:
     try:
-        with open(path, "rb") as fh:
+        # O_NONBLOCK: a path swapped for a FIFO must not hang the reader; only regular files are read.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ElfReadError(f"{path}: not a regular file")
             fast = _read_elf64(fh, path)
             if fast is not None:
                 return fast
+            # pyelftools trusts the headers' sizes; handed the bytes in memory it can slice no
+            # further than they go, so a lying header cannot make it allocate more than the file.
+            size = os.fstat(fh.fileno()).st_size
+            if size > MAX_SLOW_PATH_BYTES:
+                raise ElfReadError(f"{path}: 32-bit or big-endian image over {MAX_SLOW_PATH_BYTES} bytes")
             fh.seek(0)
-            elf = ELFFile(fh)
-            result = ElfSymbols(path=path)
-            for seg in elf.iter_segments():
-                if seg["p_type"] == "PT_LOAD":
-                    result.segments.append((seg["p_offset"], seg["p_vaddr"], seg["p_filesz"]))
-            for section in elf.iter_sections():
-                if isinstance(section, NoteSection):
-                    for note in section.iter_notes():
-                        if note["n_type"] == "NT_GNU_BUILD_ID" and note["n_name"] == "GNU":
-                            result.build_id = str(note["n_desc"])
-                elif section.name == ".gnu_debuglink":
-                    data = section.data()
-                    result.debuglink = data.split(b"\0", 1)[0].decode("utf-8", "replace")
-            syms, result.has_symtab = _symbols(elf, fh)
+            return _read_with_pyelftools(io.BytesIO(fh.read(size)), path)
+    except ElfReadError:
+        raise
     except (OSError, ELFError, ValueError, KeyError, struct.error, IndexError) as exc:
         raise ElfReadError(f"{path}: {exc}") from exc
+    except Exception as exc:  # a parser fed hostile bytes: any failure means "unreadable"
+        raise ElfReadError(f"{path}: malformed ({type(exc).__name__}: {exc})") from exc
+
+
+def _read_with_pyelftools(fh: io.BytesIO, path: str) -> tuple[ElfSymbols, SymArrays]:
+    elf = ELFFile(fh)
+    result = ElfSymbols(path=path)
+    for seg in elf.iter_segments():
+        if seg["p_type"] == "PT_LOAD":
+            result.segments.append((seg["p_offset"], seg["p_vaddr"], seg["p_filesz"]))
+    for section in elf.iter_sections():
+        if isinstance(section, NoteSection):
+            for note in section.iter_notes():
+                if note["n_type"] == "NT_GNU_BUILD_ID" and note["n_name"] == "GNU":
+                    result.build_id = str(note["n_desc"])
+        elif section.name == ".gnu_debuglink":
+            result.debuglink = _debuglink(section.data().split(b"\0", 1)[0])
+    syms, result.has_symtab = _symbols(elf, fh)
     return result, syms
 
 

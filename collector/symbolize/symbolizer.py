@@ -3,6 +3,7 @@ or `[unknown]`, and each is counted in the caller's counters."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import MutableMapping, Sequence
@@ -18,6 +19,7 @@ from collector.symbolize.perfmap import PerfMap
 from collector.symbolize.procmaps import Mapping, ProcessInfo
 from profiler.model import Frame, FrameKind
 
+log = logging.getLogger("hotpath.collector.symbolize")
 KERNEL_BINARY = "[kernel.kallsyms]"
 UNKNOWN = "[unknown]"
 Counters = MutableMapping[str, int]
@@ -54,6 +56,7 @@ class Symbolizer:
         self._frames: dict[int, tuple[ProcessInfo, dict[tuple[int, bool], tuple[Frame, tuple[str, ...]]]]] = {}
         self.frame_cache_hits = 0
         self._negative: set[int] = set()  # pids with cached unknown frames
+        self._events: dict[str, int] = {}  # see take_events()
 
     # -- ELF images --------------------------------------------------------------------------
     def _candidates(self, pid: int, m: Mapping) -> list[str]:
@@ -77,10 +80,7 @@ class Symbolizer:
             ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
             key = self._ident.get(ident)
             if key is None or key not in self._images:
-                try:
-                    syms = load_elf(path, root=f"{self.proc}/{pid}/root" if "/root/" in path else "")
-                except ElfReadError:
-                    syms = None
+                syms = self._load(path, root=f"{self.proc}/{pid}/root" if "/root/" in path else "")
                 key = (syms.build_id if syms and syms.build_id else repr(ident))
                 if syms is not None or key not in self._images:
                     self._images.put(key, syms)
@@ -88,6 +88,28 @@ class Symbolizer:
             self._pinned[(pid, m.start)] = key
             return key, self._images.get(key)
         return "", None
+
+    def _load(self, path: str, root: str) -> ElfSymbols | None:
+        """The image's symbols, or None: a failure stays with this binary (its frames become
+        `binary+0xoffset`) and is counted, never raised into the interval or the process poll."""
+        try:
+            return load_elf(path, root=root)
+        except ElfReadError as exc:
+            log.debug("%s", exc)
+        except Exception:  # a bug on odd input must not stop symbolizing every other binary
+            log.exception("reading %s failed", path)
+        self._count_event("unreadable_binaries")
+        return None
+
+    def _count_event(self, name: str) -> None:
+        with self._lock:
+            self._events[name] = self._events.get(name, 0) + 1
+
+    def take_events(self) -> dict[str, int]:
+        """Per-binary and per-file refusals since the last call (shipped as batch counters)."""
+        with self._lock:
+            events, self._events = self._events, {}
+        return events
 
     def warm(self, info: ProcessInfo) -> None:
         """Load the images of a freshly captured process while its files are still reachable."""
