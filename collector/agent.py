@@ -154,11 +154,19 @@ class Agent:
                 continue
             if self.wait(min(1.0, next_tick - now)):
                 break
-            if self.clock() >= self.shipper.next_try and self.spool.items():
-                self.shipper.flush(self.spool)
+            if self.clock() >= self.shipper.next_try:
+                self._safe_flush()
         self.shipper.next_try = 0.0  # on the way out, one more attempt regardless of backoff
         self._safe_tick()  # SIGTERM flushes the interval in progress
         return 0
+
+    def _safe_flush(self) -> None:
+        """Ship between ticks; like a tick, a failure here is logged and the agent runs on."""
+        try:
+            if self.spool.items():
+                self.shipper.flush(self.spool)
+        except Exception:
+            log.exception("shipping between intervals failed; continuing")
 
     def _safe_tick(self) -> None:
         """A tick that fails (disk full, a bug on odd input) is logged and counted; the agent runs on."""
