@@ -15,7 +15,10 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 MAX_CFI_BYTES = 256 << 20  # a section larger than this is refused (libpython's .eh_frame: 0.3 MiB)
-_EM_X86_64 = 62
+# What pyelftools raises on a corrupt file besides its own ELFError (found by fuzzing the headers of
+# /usr/bin/gzip: e.g. a section offset past 2**63 makes seek() overflow).
+_CORRUPT = (ELFError, struct.error, ValueError, KeyError, IndexError, AttributeError, OverflowError, TypeError,
+            EOFError)
 
 
 class UnwindCompileError(Exception):
@@ -81,7 +84,7 @@ def read_image(fh: BinaryIO) -> ElfImage:
             if not whole:
                 image.notes.append("cfi_section_truncated")
             image.sections.append(CfiSection(name, sec["sh_addr"], data, name == ".eh_frame"))
-    except (ELFError, struct.error, ValueError, KeyError, IndexError, AttributeError) as exc:
+    except _CORRUPT as exc:
         raise UnwindCompileError(f"corrupt ELF file: {exc}") from exc
     return image
 
@@ -110,6 +113,6 @@ def read_build_id(fh: BinaryIO) -> str:
                 bid = _build_id(fh, sec["sh_offset"], sec["sh_size"], file_size)
                 if bid:
                     return bid
-    except (ELFError, struct.error, ValueError, KeyError, IndexError, AttributeError) as exc:
+    except _CORRUPT as exc:
         raise UnwindCompileError(f"corrupt ELF file: {exc}") from exc
     return ""

@@ -7,12 +7,13 @@ import random
 import struct
 import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from collector.unwind import cfa_program as cp
-from collector.unwind.compiler import compile_file, compile_sections
+from collector.unwind.compiler import compile_bytes, compile_file, compile_sections
 from collector.unwind.elf_image import CfiSection, UnwindCompileError, read_image
 
 CIE_INIT = bytes([0x0C, 7, 8, 0x90, 1])  # def_cfa rsp+8; ra (r16) at cfa-8
@@ -170,3 +171,22 @@ def test_not_elf_and_truncated_elf_raise_the_own_error(tmp_path) -> None:
     except UnwindCompileError:
         return
     _check_sane(table.rows)
+
+
+def test_corrupt_elf_headers_raise_only_the_own_error() -> None:
+    """Random bytes in the ELF, program and section headers: a table or UnwindCompileError, never
+    another exception (pyelftools alone let OverflowError through) and never slow."""
+    data = Path("/usr/bin/gzip").read_bytes()
+    phoff, shoff = struct.unpack_from("<QQ", data, 0x20)
+    rng = random.Random(7)
+    started = time.monotonic()
+    for _ in range(300):
+        bad = bytearray(data)
+        lo, hi = rng.choice([(0, 64), (phoff, phoff + 56 * 13), (shoff, len(data))])
+        for _ in range(rng.randint(1, 8)):
+            bad[rng.randrange(lo, hi)] = rng.randrange(256)
+        try:
+            _check_sane(compile_bytes(bytes(bad)).rows)
+        except UnwindCompileError:
+            pass
+    assert time.monotonic() - started < 60
