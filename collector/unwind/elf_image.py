@@ -14,6 +14,8 @@ from typing import BinaryIO
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from collector.unwind.cfi_records import CfiFormatError, read_encoded
+
 MAX_CFI_BYTES = 256 << 20  # a section larger than this is refused (libpython's .eh_frame: 0.3 MiB)
 # What pyelftools raises on a corrupt file besides its own ELFError (found by fuzzing the headers of
 # /usr/bin/gzip: e.g. a section offset past 2**63 makes seek() overflow).
@@ -64,9 +66,14 @@ def read_image(fh: BinaryIO) -> ElfImage:
         if elf.elfclass != 64 or not elf.little_endian or elf["e_machine"] != "EM_X86_64":
             raise UnwindCompileError("not a 64-bit little-endian x86_64 ELF file")
         image = ElfImage()
+        eh_hdr = None
         for seg in elf.iter_segments():
             if seg["p_type"] == "PT_LOAD":
                 image.segments.append((seg["p_offset"], seg["p_vaddr"], seg["p_filesz"]))
+            elif seg["p_type"] == "PT_GNU_EH_FRAME":
+                eh_hdr = (seg["p_offset"], seg["p_vaddr"])
+            elif seg["p_type"] == "PT_NOTE" and not image.build_id:
+                image.build_id = _build_id(fh, seg["p_offset"], seg["p_filesz"], file_size)
         for sec in elf.iter_sections():
             name, sh_type = sec.name, sec["sh_type"]
             if sh_type == "SHT_NOTE" and not image.build_id:
@@ -84,9 +91,34 @@ def read_image(fh: BinaryIO) -> ElfImage:
             if not whole:
                 image.notes.append("cfi_section_truncated")
             image.sections.append(CfiSection(name, sec["sh_addr"], data, name == ".eh_frame"))
+        if eh_hdr is not None and not any(s.is_eh for s in image.sections):
+            found = _eh_frame_from_header(fh, eh_hdr, image.segments, file_size)
+            if found is not None:
+                image.sections.append(found)
+                image.notes.append("eh_frame_from_program_headers")
     except _CORRUPT as exc:
         raise UnwindCompileError(f"corrupt ELF file: {exc}") from exc
     return image
+
+
+def _eh_frame_from_header(fh: BinaryIO, eh_hdr: tuple[int, int], segments: list[tuple[int, int, int]],
+                          file_size: int) -> CfiSection | None:
+    """.eh_frame found through PT_GNU_EH_FRAME (.eh_frame_hdr's eh_frame_ptr), for files whose
+    section headers were stripped: it runs to its terminator, at most to the end of its segment."""
+    hdr_off, hdr_vaddr = eh_hdr
+    head, _ = _read_exact(fh, hdr_off, 16, file_size)
+    if len(head) < 8 or head[0] != 1:
+        return None
+    try:
+        vaddr, _ = read_encoded(head, 4, len(head), head[1], hdr_vaddr + 4)
+    except CfiFormatError:
+        return None
+    for off, seg_vaddr, filesz in segments:
+        if seg_vaddr <= vaddr < seg_vaddr + filesz:
+            size = min(seg_vaddr + filesz - vaddr, MAX_CFI_BYTES)
+            data, _ = _read_exact(fh, off + vaddr - seg_vaddr, size, file_size)
+            return CfiSection(".eh_frame", vaddr, data, True)
+    return None
 
 
 def _build_id(fh: BinaryIO, offset: int, size: int, file_size: int) -> str:

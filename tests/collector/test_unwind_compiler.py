@@ -190,3 +190,15 @@ def test_corrupt_elf_headers_raise_only_the_own_error() -> None:
         except UnwindCompileError:
             pass
     assert time.monotonic() - started < 60
+
+
+def test_eh_frame_found_without_section_headers(tmp_path) -> None:
+    """A binary whose section headers are gone (sstrip): .eh_frame via PT_GNU_EH_FRAME."""
+    data = bytearray(Path("/usr/bin/gzip").read_bytes())
+    struct.pack_into("<Q", data, 0x28, 0)  # e_shoff
+    struct.pack_into("<HHH", data, 0x3A, 0, 0, 0)  # e_shentsize, e_shnum, e_shstrndx
+    stripped = tmp_path / "gzip-sstripped"
+    stripped.write_bytes(bytes(data))
+    table, full = compile_file(str(stripped)), compile_file("/usr/bin/gzip")
+    assert np.array_equal(table.rows, full.rows)
+    assert table.build_id == full.build_id and table.counts["eh_frame_from_program_headers"] == 1
