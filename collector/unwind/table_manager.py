@@ -329,6 +329,8 @@ class TableManager:
         if first is None:
             self.stats["tables_no_room"] += 1
             self.stats["rows_no_room"] += len(compiled.rows)
+            if self.store.free >= len(compiled.rows):  # enough rows free, but in no single run
+                self.stats["tables_no_room_fragmented"] += 1
             table.state = NO_ROOM
             return
         self.writer.write_rows(first, compiled.rows)
