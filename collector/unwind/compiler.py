@@ -17,7 +17,14 @@ import numpy as np
 from collector.bpf_abi import UNWIND_ROW
 from collector.unwind.cfa_program import CFA_END, END_GAP, RBP_SAME, CieStates, Row, fde_rows
 from collector.unwind.cfi_records import Fde, iter_fdes
-from collector.unwind.elf_image import CfiSection, ElfImage, FileUnreadable, UnwindCompileError, read_image
+from collector.unwind.elf_image import (
+    CfiSection,
+    ElfImage,
+    FileUnreadable,
+    UnwindCompileError,
+    offset_to_vaddr,
+    read_image,
+)
 
 # Bumped whenever the rows for the same input could differ: cached tables of another version
 # are recompiled.
@@ -43,10 +50,7 @@ class UnwindTable:
 
     def to_vaddr(self, file_offset: int) -> int | None:
         """ELF vaddr of a file offset (how a mapping's bias is found)."""
-        for off, vaddr, size in self.segments:
-            if off <= file_offset < off + max(size, 1):
-                return file_offset - off + vaddr
-        return None
+        return offset_to_vaddr(self.segments, file_offset)
 
 
 def compile_sections(sections: list[CfiSection], counts: Counter[str] | None = None) -> np.ndarray:

@@ -47,6 +47,18 @@ class ElfImage:
     notes: list[str] = field(default_factory=list)  # counted oddities, e.g. a section cut short
 
 
+def offset_to_vaddr(segments: list[tuple[int, int, int]], file_offset: int) -> int | None:
+    """ELF vaddr of a mapping's start offset, through the PT_LOAD segment mapped there (how a
+    mapping's bias is found). Offsets are page-aligned and a segment's p_offset need not be (lld
+    starts text mid-page, in the page that ends the read-only segment before it): of the segments
+    whose pages hold the offset, the one that starts last is the one the kernel mapped from it."""
+    best = None
+    for off, vaddr, size in segments:
+        if off & ~0xFFF <= file_offset < off + max(size, 1) and (best is None or off > best[0]):
+            best = (off, vaddr)
+    return None if best is None else file_offset - best[0] + best[1]
+
+
 def _read_exact(fh: BinaryIO, offset: int, size: int, file_size: int) -> tuple[bytes, bool]:
     """Up to `size` bytes at `offset`, never past the file; True when that was all of them."""
     if offset >= file_size or size <= 0:

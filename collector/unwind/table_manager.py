@@ -26,7 +26,13 @@ import numpy as np
 from collector.bpf_abi import DEFINES, MAPPING
 from collector.symbolize.procmaps import PROC, Mapping, ProcessInfo
 from collector.unwind.compiler import UnwindTable, compile_bytes, compile_file
-from collector.unwind.elf_image import FileUnreadable, UnwindCompileError, read_build_id, read_image
+from collector.unwind.elf_image import (
+    FileUnreadable,
+    UnwindCompileError,
+    offset_to_vaddr,
+    read_build_id,
+    read_image,
+)
 from collector.unwind.row_store import RowStore
 from collector.unwind.table_cache import TableCache, TableKey
 from collector.unwind.vdso import read_vdso
@@ -61,10 +67,7 @@ class _Table:
     users: set[int] = field(default_factory=set)
 
     def vaddr(self, file_offset: int) -> int | None:
-        for off, vaddr, size in self.segments:
-            if off <= file_offset < off + max(size, 1):
-                return file_offset - off + vaddr
-        return None
+        return offset_to_vaddr(self.segments, file_offset)
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ import pytest
 
 from collector.unwind import cfa_program as cp
 from collector.unwind.compiler import compile_bytes, compile_file, compile_sections
-from collector.unwind.elf_image import CfiSection, UnwindCompileError, read_image
+from collector.unwind.elf_image import CfiSection, UnwindCompileError, offset_to_vaddr, read_image
 
 CIE_INIT = bytes([0x0C, 7, 8, 0x90, 1])  # def_cfa rsp+8; ra (r16) at cfa-8
 PLT11 = bytes([0x77, 0x08, 0x80, 0x00, 0x3F, 0x1A, 0x3B, 0x2A, 0x33, 0x24, 0x22])
@@ -202,3 +202,15 @@ def test_eh_frame_found_without_section_headers(tmp_path) -> None:
     table, full = compile_file(str(stripped)), compile_file("/usr/bin/gzip")
     assert np.array_equal(table.rows, full.rows)
     assert table.build_id == full.build_id and table.counts["eh_frame_from_program_headers"] == 1
+
+
+def test_offset_to_vaddr_with_text_starting_mid_page() -> None:
+    # lld's layout: read-only [0, 0x1a2c0), text from file offset 0x1a2c0 at vaddr 0x1b2c0; the
+    # kernel maps text from file page 0x1a000 at vaddr page 0x1b000.
+    segs = [(0, 0, 0x1A2C0), (0x1A2C0, 0x1B2C0, 0x5000), (0x1F2C0, 0x212C0, 0x100)]
+    assert offset_to_vaddr(segs, 0x1A000) == 0x1B000
+    assert offset_to_vaddr(segs, 0) == 0
+    assert offset_to_vaddr(segs, 0x1C000) == 0x1D000
+    assert offset_to_vaddr(segs, 0x30000) is None
+    # gcc/ld's layout: page-aligned segments, one holds each offset.
+    assert offset_to_vaddr([(0, 0, 0x2000), (0x2000, 0x2000, 0x9000)], 0x2000) == 0x2000
