@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from itertools import chain
 
 import numpy as np
 from google.protobuf import json_format
@@ -27,7 +28,15 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from opentelemetry.proto.collector.profiles.v1development import profiles_service_pb2 as svc
 from opentelemetry.proto.profiles.v1development import profiles_pb2 as pb
 
-from profiler.model import Frame, FrameInterner, FrameKind, ProfileTable, ValueType, make_labels
+from profiler.model import (
+    Frame,
+    FrameKind,
+    Labels,
+    ProfileTable,
+    Stacks,
+    ValueType,
+    make_labels,
+)
 from profiler.types import as_cpu_columns
 from server.protocols import ProtocolError, label_name
 
@@ -114,16 +123,36 @@ class _Reject(Exception):
     pass
 
 
+_FRAMES: dict[tuple, Frame] = {}  # type: ignore[type-arg]  # frames recur across a fleet's requests
+_FRAMES_MAX = 1 << 16  # cleared whole when full (as profiler.pprof_columns does)
+
+
+def _frame(name: str, binary: str, kind: FrameKind, address: int, filename: str, line: int) -> Frame:
+    key = (name, binary, kind, address, filename, line)
+    hit = _FRAMES.get(key)
+    if hit is None:
+        if len(_FRAMES) >= _FRAMES_MAX:
+            _FRAMES.clear()
+        hit = _FRAMES[key] = Frame(name, binary, kind, address, filename=filename, line=line)
+    return hit
+
+
 class _Dictionary:
-    """The request's shared tables, resolved lazily and checked index by index."""
+    """The request's shared tables, resolved lazily (each entry once) and checked index by index."""
 
     def __init__(self, d: pb.ProfilesDictionary) -> None:
         self.d = d
         self.strings = list(d.string_table)
-        self.interner = FrameInterner()
+        # Python lists once: indexing a upb repeated field builds a wrapper on every access.
+        self.location_table = list(d.location_table)
+        self.stack_table = list(d.stack_table)
+        self.frames: list[Frame] = []
+        self._frame_ids: dict[tuple[str, str, str], int] = {}
         self._locations: dict[int, tuple[int, ...]] = {}
         self._stacks: dict[int, tuple[int, ...]] = {}
         self._attrs: dict[int, tuple[str, str]] = {}
+        self._functions: dict[int, tuple[str, str]] = {}
+        self._mappings: dict[int, tuple[str, FrameKind]] = {0: ("", FrameKind.UNKNOWN)}
 
     def string(self, i: int, what: str) -> str:
         if not 0 <= i < len(self.strings):
@@ -152,45 +181,73 @@ class _Dictionary:
             return ""
         return json_format.MessageToJson(v, indent=None)
 
+    def function(self, i: int) -> tuple[str, str]:
+        hit = self._functions.get(i)
+        if hit is None:
+            if not 0 <= i < len(self.d.function_table):
+                raise _Reject(f"function index {i} is outside function_table")
+            fn = self.d.function_table[i]
+            hit = self._functions[i] = (self.string(fn.name_strindex, "function name") or "?",
+                                        self.string(fn.filename_strindex, "file name"))
+        return hit
+
+    def mapping(self, i: int) -> tuple[str, FrameKind]:
+        hit = self._mappings.get(i)
+        if hit is None:
+            if not 0 <= i < len(self.d.mapping_table):
+                raise _Reject(f"mapping index {i} is outside mapping_table")
+            binary = self.string(self.d.mapping_table[i].filename_strindex, "mapping filename")
+            kind = FrameKind.KERNEL if binary.startswith(("[kernel", "[vmlinux")) else FrameKind.NATIVE
+            hit = self._mappings[i] = (binary, kind)
+        return hit
+
     def location(self, i: int) -> tuple[int, ...]:
         """Frame ids of location `i`, root first (its inlined lines reversed: lines[0] is innermost)."""
         hit = self._locations.get(i)
         if hit is not None:
             return hit
-        table = self.d.location_table
-        if not 0 <= i < len(table):
-            raise _Reject(f"location index {i} is outside location_table ({len(table)} entries)")
-        loc = table[i]
-        binary, kind = "", FrameKind.UNKNOWN
-        if loc.mapping_index:
-            if not 0 <= loc.mapping_index < len(self.d.mapping_table):
-                raise _Reject(f"mapping index {loc.mapping_index} is outside mapping_table")
-            binary = self.string(self.d.mapping_table[loc.mapping_index].filename_strindex, "mapping filename")
-            kind = FrameKind.KERNEL if binary.startswith(("[kernel", "[vmlinux")) else FrameKind.NATIVE
+        if not 0 <= i < len(self.location_table):
+            raise _Reject(f"location index {i} is outside location_table ({len(self.location_table)} entries)")
+        loc = self.location_table[i]
+        binary, kind = self.mapping(loc.mapping_index)
         for a in loc.attribute_indices:
             key, value = self.attribute(a)
             if key == FRAME_TYPE_ATTR:
                 kind = FRAME_KINDS.get(value, FrameKind.INTERPRETED)
-        frames = []
-        for line in loc.lines:
-            if not 0 <= line.function_index < len(self.d.function_table):
-                raise _Reject(f"function index {line.function_index} is outside function_table")
-            fn = self.d.function_table[line.function_index]
-            frames.append(Frame(self.string(fn.name_strindex, "function name") or "?", binary, kind, loc.address,
-                                filename=self.string(fn.filename_strindex, "file name"), line=line.line))
-        if not frames:  # unsymbolized: the address, as the pprof codec shows it
-            frames.append(Frame(f"{binary}+0x{loc.address:x}" if binary else f"0x{loc.address:x}", binary, kind,
-                                loc.address))
-        hit = self._locations[i] = tuple(self.interner.ids(reversed(frames)))
+        address = loc.address
+        lines = list(loc.lines)
+        if not lines:  # unsymbolized: the address, as the pprof codec shows it
+            hit = self._locations[i] = (self._frame_id(f"{binary}+0x{address:x}" if binary else f"0x{address:x}",
+                                                       binary, kind, address, "", 0),)
+            return hit
+        ids = []
+        for line in reversed(lines):
+            name, filename = self.function(line.function_index)
+            ids.append(self._frame_id(name, binary, kind, address, filename, line.line))
+        hit = self._locations[i] = tuple(ids)
         return hit
+
+    def _frame_id(self, name: str, binary: str, kind: FrameKind, address: int, filename: str, line: int) -> int:
+        """The request-wide id of a frame, by Frame identity (function, binary, kind); first seen wins."""
+        key = (name, binary, kind.value)  # the enum's own hash is Python-level: key by its value
+        fid = self._frame_ids.get(key)
+        if fid is None:
+            fid = self._frame_ids[key] = len(self.frames)
+            self.frames.append(_frame(name, binary, kind, address, filename, line))
+        return fid
 
     def stack(self, i: int) -> tuple[int, ...]:
         hit = self._stacks.get(i)
         if hit is None:
-            table = self.d.stack_table
-            if not 0 <= i < len(table):
-                raise _Reject(f"stack index {i} is outside stack_table ({len(table)} entries)")
-            hit = self._stacks[i] = tuple(f for loc in reversed(table[i].location_indices) for f in self.location(loc))
+            if not 0 <= i < len(self.stack_table):
+                raise _Reject(f"stack index {i} is outside stack_table ({len(self.stack_table)} entries)")
+            order = self.stack_table[i].location_indices[::-1]
+            locations = self._locations
+            try:  # locations recur across stacks: most are resolved already
+                hit = tuple(chain.from_iterable(map(locations.__getitem__, order)))
+            except KeyError:
+                hit = tuple(chain.from_iterable(map(self.location, order)))  # resolves and checks each
+            self._stacks[i] = hit
         return hit
 
 
@@ -228,35 +285,51 @@ def _table(d: _Dictionary, group: list[pb.Profile]) -> tuple[ProfileTable, dict[
     stacks: list[tuple[int, ...]] = []
     labels = []
     cells: list[tuple[int, int, int]] = []
+    label_sets: dict[tuple[int, ...], Labels] = {(): ()}
     for col, p in enumerate(group):
-        for s in p.samples:
-            if UnknownFieldSet(s):
-                raise _Reject("a sample has fields this server does not know" + OLD_LAYOUT_HINT)
-            if s.values and s.timestamps_unix_nano and len(s.values) != len(s.timestamps_unix_nano):
-                raise _Reject(f"a sample has {len(s.values)} values but {len(s.timestamps_unix_nano)} timestamps")
-            if not s.values and not s.timestamps_unix_nano:
+        samples = list(p.samples)
+        # A sender writes one layout: fields unknown to this build show on its first sample.
+        if samples and UnknownFieldSet(samples[0]):
+            raise _Reject("a sample has fields this server does not know" + OLD_LAYOUT_HINT)
+        for s in samples:
+            vals, stamps = s.values, s.timestamps_unix_nano
+            if vals:
+                if stamps and len(vals) != len(stamps):
+                    raise _Reject(f"a sample has {len(vals)} values but {len(stamps)} timestamps")
+                value = sum(vals)
+            elif stamps:
+                value = len(stamps)
+            else:
                 raise _Reject("a sample has neither values nor timestamps" + OLD_LAYOUT_HINT)
-            try:
-                attrs = [d.attribute(a) for a in s.attribute_indices]
-            except _Reject as exc:
-                raise _Reject(str(exc) + OLD_LAYOUT_HINT) from None
-            ident = (s.stack_index, tuple(sorted(s.attribute_indices)))
+            attr_ids = tuple(sorted(s.attribute_indices))
+            sample_labels = label_sets.get(attr_ids)
+            if sample_labels is None:
+                try:
+                    attrs = [d.attribute(a) for a in attr_ids]
+                except _Reject as exc:
+                    raise _Reject(str(exc) + OLD_LAYOUT_HINT) from None
+                sample_labels = label_sets[attr_ids] = make_labels(
+                    (SAMPLE_LABELS.get(k) or label_name(k), v) for k, v in attrs)
+            ident = (s.stack_index, attr_ids)
             row = rows.get(ident)
             if row is None:
                 row = rows[ident] = len(stacks)
                 stacks.append(d.stack(s.stack_index))
-                labels.append(make_labels((SAMPLE_LABELS.get(k) or label_name(k), v) for k, v in attrs))
-            cells.append((row, col, sum(s.values) if s.values else len(s.timestamps_unix_nano)))
+                labels.append(sample_labels)
+            cells.append((row, col, value))
     values = np.zeros((len(stacks), len(group)), dtype=np.int64)
     for row, col, v in cells:
         values[row, col] += v
     # Frame ids are the request's; this table keeps only the frames its stacks use, renumbered.
-    used = sorted({f for st in stacks for f in st})
-    renumber = {old: new for new, old in enumerate(used)}
+    depths = np.fromiter(map(len, stacks), np.int64, len(stacks))
+    flat = np.fromiter(chain.from_iterable(stacks), np.int64, int(depths.sum()))
+    used = np.unique(flat)
+    renumber = np.zeros(len(d.frames), dtype=np.int64)
+    renumber[used] = np.arange(used.size)
     first = group[0]
     table = ProfileTable(
         sample_types=tuple(_value_type(d, p.sample_type) for p in group),
-        frames=[d.interner.frames[f] for f in used], stacks=[tuple(map(renumber.__getitem__, st)) for st in stacks],
+        frames=list(map(d.frames.__getitem__, used.tolist())), stacks=Stacks(renumber[flat], depths),
         values=values, labels=labels,
         period_type=_value_type(d, first.period_type) if first.HasField("period_type") else None,
         period=first.period, time_nanos=first.time_unix_nano, duration_nanos=first.duration_nano)

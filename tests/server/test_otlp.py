@@ -123,3 +123,49 @@ def test_bad_input_is_a_precise_4xx_and_stores_nothing(app: Any, client: Any, to
     refused(400, 3, "label name", bad_key)
     assert n_batches(app) == before
     assert client.get("/healthz").status_code == 200
+
+
+def test_convert_inlined_lines_unsymbolized_and_frame_types() -> None:
+    from opentelemetry.proto.common.v1 import common_pb2
+    from opentelemetry.proto.profiles.v1development import profiles_pb2 as otlp
+
+    from profiler.model import FrameKind
+    from server.protocols.otlp import convert
+
+    req = svc.ExportProfilesServiceRequest()
+    d = req.dictionary
+    d.string_table.extend(["", "samples", "count", "cpu", "nanoseconds", "main", "inlined_leaf", "caller",
+                           "/bin/app", "[kernel.kallsyms]", "profile.frame.type", "python", "handler"])
+    d.mapping_table.add()
+    d.mapping_table.add(filename_strindex=8)
+    d.mapping_table.add(filename_strindex=9)
+    d.function_table.add()
+    for name in (5, 6, 7, 12):
+        d.function_table.add(name_strindex=name)
+    d.attribute_table.add()
+    d.attribute_table.add(key_strindex=10, value=common_pb2.AnyValue(string_value_strindex=11))
+    d.location_table.add(mapping_index=1, address=0x10, lines=[otlp.Line(function_index=1)])  # main
+    # one location, two lines: lines[0] is the innermost (inlined into the caller)
+    d.location_table.add(mapping_index=1, address=0x20, lines=[otlp.Line(function_index=2), otlp.Line(function_index=3)])
+    d.location_table.add(mapping_index=2, address=0xffff0000)  # kernel, unsymbolized
+    d.location_table.add(lines=[otlp.Line(function_index=4)], attribute_indices=[1])  # a python frame
+    d.stack_table.add()
+    d.stack_table.add(location_indices=[2, 1, 3, 0])  # leaf first
+    p = req.resource_profiles.add().scope_profiles.add().profiles.add(
+        sample_type=otlp.ValueType(type_strindex=1, unit_strindex=2),
+        period_type=otlp.ValueType(type_strindex=3, unit_strindex=4), period=1_000_000)
+    p.samples.add(stack_index=1, timestamps_unix_nano=[1, 2, 3])  # no values: one per timestamp
+    out = convert(req)
+    assert out.rejected == 0 and len(out.batches) == 1, out.errors
+    table = out.batches[0].table
+    frames = [table.frames[i] for i in table.stacks[0]]
+    assert [f.function for f in frames] == ["main", "handler", "caller", "inlined_leaf",
+                                           "[kernel.kallsyms]+0xffff0000"]
+    assert frames[1].kind == FrameKind.INTERPRETED and frames[0].kind == FrameKind.NATIVE
+    assert frames[-1].kind == FrameKind.KERNEL
+    # samples/count with a cpu period became Hotpath's cpu pair
+    assert [str(t) for t in table.sample_types] == ["samples/count", "cpu/nanoseconds"]
+    assert table.values.tolist() == [[3, 3_000_000]]
+    p.samples.add(stack_index=7, values=[1])
+    out = convert(req)
+    assert out.rejected == 1 and "stack index 7" in out.errors[0] and not out.batches
