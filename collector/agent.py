@@ -24,6 +24,7 @@ from collector.metrics import Metrics
 from collector.ship import Shipper
 from collector.source import StackSource
 from collector.spool import Spool
+from collector.symbolize.perfmap import MAX_PERF_MAP_BYTES
 from collector.symbolize.symbolizer import Symbolizer
 from profiler import pprof
 from profiler.model import Profile
@@ -69,6 +70,7 @@ class AgentConfig:
     spool_dir: str = "/var/lib/hotpath/spool"
     spool_max_bytes: int = 100 * 1024 * 1024
     metrics_addr: str = ""
+    perf_map_max_bytes: int = MAX_PERF_MAP_BYTES
     extra_labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -193,7 +195,7 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None,
                           config.offcpu_kernel_stacks)
     tracker = None
     try:
-        symbolizer = Symbolizer(None)  # type: ignore[arg-type]
+        symbolizer = Symbolizer(None, perf_map_max_bytes=config.perf_map_max_bytes)  # type: ignore[arg-type]
         tracker = ProcessTracker(pids=config.pids or None, on_capture=symbolizer.warm)
         symbolizer.tracker = tracker
         tracker.start(interval_s=0.5)

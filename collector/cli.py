@@ -91,6 +91,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--spool-dir", default="/var/lib/hotpath/spool", help="on-disk queue directory")
     p.add_argument("--spool-max-mb", type=positive_int, default=100, help="spool bound in MiB")
     p.add_argument("--metrics-addr", default="", help="serve Prometheus metrics on HOST:PORT")
+    p.add_argument("--perf-map-max-mb", type=positive_int, default=32,
+                   help="largest /tmp/perf-PID.map read, in MiB (larger ones are refused and counted)")
     p.set_defaults(func=run_collector)
 
     r = subparsers.add_parser("record", help="capture a profile locally, like perf record",
@@ -130,7 +132,8 @@ def run_collector(args: argparse.Namespace) -> int:
                          offcpu_kernel_stacks=args.offcpu_kernel_stacks,
                          service=args.service, host=args.host, pids=tuple(args.pid),
                          spool_dir=args.spool_dir, spool_max_bytes=args.spool_max_mb * 1024 * 1024,
-                         metrics_addr=args.metrics_addr, extra_labels=dict(args.label))
+                         metrics_addr=args.metrics_addr, extra_labels=dict(args.label),
+                         perf_map_max_bytes=args.perf_map_max_mb * 1024 * 1024)
     try:
         Path(config.spool_dir).mkdir(parents=True, exist_ok=True)
     except OSError as exc:

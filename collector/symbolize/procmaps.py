@@ -41,6 +41,7 @@ class Mapping:
 _EXEC_LINE = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (..x.) ([0-9a-f]+) \S+ (\d+)[ \t]*([^\n]*)$", re.MULTILINE)
 
 _NSPID = re.compile(r"^NSpid:[ \t]*([^\n]*)$", re.MULTILINE)
+_UID = re.compile(r"^Uid:[ \t]*(\d+)[ \t]+(\d+)", re.MULTILINE)
 
 
 def parse_maps(text: str) -> list[Mapping]:
@@ -77,6 +78,7 @@ class ProcessInfo:
     pod_uid: str = ""
     kernel_thread: bool = False
     alive: bool = True
+    uids: tuple[int, ...] = ()  # real and effective uid: whose files (perf maps) it may write
 
     def find(self, addr: int) -> Mapping | None:
         i = bisect.bisect_right(self.starts, addr) - 1
@@ -110,6 +112,9 @@ def capture(pid: int, proc: Path = PROC) -> ProcessInfo | None:
     if nspid is not None:
         ids = nspid.group(1).split()
         info.nspid = int(ids[-1]) if ids else pid
+    uid = _UID.search(status)
+    if uid is not None:
+        info.uids = tuple(sorted({int(uid.group(1)), int(uid.group(2))}))
     info.cgroup, info.container_id, info.pod_uid = parse_cgroup(_read(f"{base}/cgroup") or "")
     return info
 
@@ -122,7 +127,7 @@ def recapture_maps(info: ProcessInfo, proc: Path = PROC) -> ProcessInfo | None:
     if maps_text is None:
         return None
     fresh = ProcessInfo(pid=info.pid, nspid=info.nspid, cgroup=info.cgroup, container_id=info.container_id,
-                        pod_uid=info.pod_uid)
+                        pod_uid=info.pod_uid, uids=info.uids)
     fresh.maps = parse_maps(maps_text)
     fresh.starts = [m.start for m in fresh.maps]
     fresh.kernel_thread = maps_text == ""

@@ -15,7 +15,7 @@ from collector.symbolize.cache import LRU
 from collector.symbolize.demangle import demangle
 from collector.symbolize.elf import ElfReadError, ElfSymbols, load_elf
 from collector.symbolize.kallsyms import KernelSymbols
-from collector.symbolize.perfmap import PerfMap
+from collector.symbolize.perfmap import MAX_PERF_MAP_BYTES, PerfMap
 from collector.symbolize.procmaps import Mapping, ProcessInfo
 from profiler.model import Frame, FrameKind
 
@@ -37,10 +37,12 @@ class Symbolizer:
     """Symbolizes stacks of any process known to a `ProcessTracker`; thread-safe."""
 
     def __init__(self, tracker: ProcessTracker, kernel: KernelSymbols | None = None,
-                 max_symbols: int = 1_500_000, proc: str = "/proc") -> None:
+                 max_symbols: int = 1_500_000, proc: str = "/proc",
+                 perf_map_max_bytes: int = MAX_PERF_MAP_BYTES) -> None:
         self.tracker = tracker
         self.kernel = kernel if kernel is not None else KernelSymbols()
         self.proc = proc
+        self.perf_map_max_bytes = perf_map_max_bytes
         self._lock = threading.RLock()
         # stat identity -> build id (or the identity itself); image key -> symbols (None = unreadable)
         self._ident: LRU[tuple, str] = LRU(100_000)
@@ -156,12 +158,26 @@ class Symbolizer:
             path = f"{self.proc}/{pid}/root/tmp/perf-{nspid}.map"
             if not os.path.exists(path):
                 path = f"/tmp/perf-{pid}.map"
-            pm = PerfMap(path)
+            pm = PerfMap(path, owners={0, *self._uids(pid, info)}, max_bytes=self.perf_map_max_bytes)
             self._perfmaps.put(pid, pm)
         elif pid in self._perfmaps_checked:
-            return pm if pm.starts else None
+            return pm if len(pm) else None
         self._perfmaps_checked.add(pid)  # one stat per pid per drain: JITs append between drains
-        return pm if pm.refresh() else None
+        usable = pm.refresh()
+        for name, n in pm.take_counts().items():
+            self._events[name] = self._events.get(name, 0) + n
+            if name == "perf_maps_refused":
+                log.warning("perf map refused: %s", pm.refusal)
+        return pm if usable else None
+
+    def _uids(self, pid: int, info: ProcessInfo | None) -> tuple[int, ...]:
+        """Whose files the process may have written: from its capture, else /proc/PID's owner."""
+        if info is not None and info.uids:
+            return info.uids
+        try:
+            return (os.stat(f"{self.proc}/{pid}").st_uid,)
+        except OSError:
+            return ()  # gone and never captured: only root's files
 
     def _user_frame(self, pid: int, info: ProcessInfo | None, addr: int, lookup: int,
                     counters: Counters) -> tuple[Frame, bool]:
