@@ -117,6 +117,7 @@ def _loader_error(exc: Exception) -> Exception:
 def run_collector(args: argparse.Namespace) -> int:
     from collector.agent import AgentConfig, run_agent
     from collector.bpf_loader import LoaderError
+    from collector.spool import SpoolError, secure_dir
     from hotpath.cli import CommandError
 
     try:
@@ -135,9 +136,9 @@ def run_collector(args: argparse.Namespace) -> int:
                          metrics_addr=args.metrics_addr, extra_labels=dict(args.label),
                          perf_map_max_bytes=args.perf_map_max_mb * 1024 * 1024)
     try:
-        Path(config.spool_dir).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CommandError(f"cannot create --spool-dir {config.spool_dir}: {exc.strerror}") from None
+        secure_dir(Path(config.spool_dir))  # before BPF loads: a bad --spool-dir fails at once
+    except SpoolError as exc:
+        raise CommandError(f"--spool-dir: {exc}") from None
     try:
         return run_agent(config)
     except LoaderError as exc:

@@ -3,6 +3,11 @@
 Each batch is written (body, then its metadata, each atomically renamed) before the first send,
 so a SIGKILL loses at most the interval in progress. When full, the oldest batches go first, and
 every such drop is counted and logged.
+
+The agent runs as root and ships what the spool holds: in a directory others could write, a
+planted `.tmp` symlink made it overwrite another file and a planted entry made it ship a root-only
+file. So the directory must be the agent's own (created 0700; refused if owned by another user or
+group/world-writable), and every file is opened without following links.
 """
 
 from __future__ import annotations
@@ -11,11 +16,60 @@ import json
 import logging
 import os
 import shutil
+import stat
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger("hotpath.collector.spool")
+_NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class SpoolError(Exception):
+    """The spool directory cannot be created or is not safe to use."""
+
+
+def secure_dir(path: Path) -> None:
+    """Create `path` (mode 0700) if missing; refuse a directory another user owns or could write."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.stat(path)
+    except OSError as exc:
+        raise SpoolError(f"cannot create spool directory {path}: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise SpoolError(f"spool directory {path} is not a directory")
+    if st.st_uid != os.geteuid():
+        raise SpoolError(f"spool directory {path} is owned by uid {st.st_uid}, not this user "
+                         f"(uid {os.geteuid()}): refusing to read or write batches there")
+    if st.st_mode & 0o022:
+        raise SpoolError(f"spool directory {path} is writable by group or others "
+                         f"(mode {stat.S_IMODE(st.st_mode):04o}): run `chmod 700 {path}`")
+
+
+def read_regular(path: Path) -> bytes:
+    """A regular file's bytes, never through a symbolic link (OSError otherwise)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | _NOFOLLOW)
+    with open(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path}: not a regular file")
+        return fh.read()
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Write `data` to a new file at `path` (0600, fsynced); whatever sits there is removed first,
+    never written through."""
+    for attempt in (0, 1):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+            break
+        except FileExistsError:
+            if attempt:
+                raise
+            path.unlink()  # a leftover (or planted) entry: unlink removes a link, not its target
+    with open(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +84,13 @@ class SpoolItem:
     carried_drops: int = 0  # spool_dropped_batches reported inside this batch
 
     def body(self) -> bytes:
-        return self.body_path.read_bytes()
+        return read_regular(self.body_path)
+
+
+def _str(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
 
 
 class Spool:
@@ -40,8 +100,8 @@ class Spool:
                  max_rejected: int = 20) -> None:
         self.dir = Path(directory)
         self.rejected_dir = self.dir / "rejected"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.rejected_dir.mkdir(exist_ok=True)
+        secure_dir(self.dir)
+        secure_dir(self.rejected_dir)
         self.max_bytes = max_bytes
         self.max_rejected = max_rejected
         self.dropped_batches = 0
@@ -61,14 +121,17 @@ class Spool:
         for meta_path in sorted(self.dir.glob("*.json")):
             body_path = meta_path.with_suffix(".pb.gz")
             try:
-                meta = json.loads(meta_path.read_text())
-                size = body_path.stat().st_size
-            except (OSError, ValueError):
+                meta = json.loads(read_regular(meta_path))
+                st = os.lstat(body_path)
+                if not stat.S_ISREG(st.st_mode):
+                    raise OSError(f"{body_path.name}: not a regular file")
+                item = SpoolItem(meta_path.stem, _str(meta["key"]), {_str(k): _str(v) for k, v in meta["params"].items()},
+                                 st.st_size, body_path, int(meta.get("carried_drops", 0)))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 log.warning("spool: unreadable entry %s moved aside", meta_path.name)
                 self._move_aside(meta_path, body_path)
                 continue
-            out.append(SpoolItem(meta_path.stem, meta["key"], meta["params"], size, body_path,
-                                 int(meta.get("carried_drops", 0))))
+            out.append(item)
         return out
 
     def size_bytes(self) -> int:
@@ -85,11 +148,8 @@ class Spool:
         self.make_room(len(body))
         for path, data in ((body_path, body), (meta_path, json.dumps({"key": key, "params": params, "carried_drops": carried_drops}).encode())):
             tmp = path.with_name(path.name + ".tmp")
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
+            _write_new(tmp, data)
+            os.replace(tmp, path)  # replaces a link at `path` itself, never its target
         return SpoolItem(name, key, params, len(body), body_path, carried_drops)
 
     def make_room(self, incoming: int) -> None:
@@ -115,7 +175,7 @@ class Spool:
 
     def _move_aside(self, *paths: Path) -> None:
         for path in paths:
-            if path.exists():
+            if os.path.lexists(path):
                 shutil.move(str(path), self.rejected_dir / path.name)
         kept = sorted(self.rejected_dir.iterdir())
         for old in kept[: max(0, len(kept) - 2 * self.max_rejected)]:
