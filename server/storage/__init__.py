@@ -54,7 +54,7 @@ class Storage:
         from profiler.model import ProfileTable
 
         table = profile if isinstance(profile, ProfileTable) else ProfileTable.from_profile(profile)
-        return _ingest.store(self, table, labels, key, now)
+        return self.partitions.retrying(lambda: _ingest.store(self, table, labels, key, now))
 
     # -- read -----------------------------------------------------------------------------------
     def select(self, selector: Selector, t0: int, t1: int, all_columns: bool = True) -> Selection:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 from sqlalchemy import Engine, delete, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from server import db
 from server.models import batches, ingest_keys, rollup_buckets, rollups
@@ -21,6 +23,14 @@ log = logging.getLogger("hotpath.retention")
 DAY = 86400
 PARTITIONED = ("batches", "rollups")
 _ALREADY_EXISTS = ("42P07", "23505")  # duplicate_table; unique_violation in the catalog
+_CHECK_VIOLATION = "23514"  # what PostgreSQL raises for a row no partition accepts
+T = TypeVar("T")
+
+
+def is_missing_partition(error: BaseException) -> bool:
+    """True for PostgreSQL's "no partition of relation ... found for row"."""
+    return (isinstance(error, IntegrityError) and db.sqlstate(error) == _CHECK_VIOLATION
+            and "no partition" in str(error.orig))
 
 
 def day_name(table: str, day_start: int) -> str:
@@ -80,6 +90,24 @@ class Partitions:
                         if getattr(exc.orig, "sqlstate", None) not in _ALREADY_EXISTS:
                             raise
             self._known = self._known | {day}
+
+    def retrying(self, write: Callable[[], T]) -> T:
+        """Run `write` (which calls `ensure_day` for its rows), once more if a partition was missing.
+
+        The cache of known days is per process: another server on the same database (with a shorter
+        retention) may have dropped a day this one still believes exists, and its insert then finds
+        no partition. The catalog is read again, the day re-created, and the write retried once.
+        """
+        try:
+            return write()
+        except IntegrityError as exc:
+            if not is_missing_partition(exc):
+                raise
+            log.warning("a day partition was dropped under this server: re-creating it",
+                        extra={"error": str(exc.orig).splitlines()[0]})
+            with self._lock:
+                self._known = None
+            return write()
 
     def ensure_ahead(self, now: int, days_ahead: int) -> None:
         for i in range(-1, days_ahead + 1):

@@ -84,7 +84,7 @@ def run(storage: Storage, now: int | None = None, lookback_s: int = 2 * 86400, l
         start = int(lo) - int(lo) % step
         while start + step <= horizon and count < limit:
             if (step, start) not in done:
-                roll_bucket(storage, step, start)
+                storage.partitions.retrying(lambda: roll_bucket(storage, step, start))  # noqa: B023 - called now
                 count += 1
             start += step
     return count
