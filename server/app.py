@@ -18,6 +18,7 @@ from server.api.common import ApiError, State
 from server.auth import Authenticator
 from server.config import database_url, load_config
 from server.metrics import Metrics
+from server.ratelimit import FailureLimiter
 from server.storage import Storage
 
 log = logging.getLogger("hotpath.server")
@@ -39,7 +40,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     db.check_schema(engine)
     storage = Storage(engine, retention_days=cfg["RETENTION_DAYS"], rollup_grace_s=cfg["ROLLUP_GRACE_S"],
                       cache_entries=cfg["DICT_CACHE_ENTRIES"])
-    app.extensions["hotpath"] = State(storage, Authenticator(engine, cfg["SESSION_TTL_S"]), Metrics(engine), cfg)
+    auth = Authenticator(engine, cfg["SESSION_TTL_S"], cache_s=cfg["AUTH_CACHE_S"],
+                         max_sessions=cfg["MAX_SESSIONS_PER_TOKEN"])
+    app.extensions["hotpath"] = State(storage, auth, Metrics(engine), cfg, FailureLimiter(cfg["LOGIN_FAILURES_PER_MIN"]))
     _register(app)
     if cfg["MAINTENANCE_INTERVAL_S"] > 0 and not cfg.get("TESTING"):
         start_maintenance(storage, cfg["MAINTENANCE_INTERVAL_S"], cfg["PARTITION_AHEAD_DAYS"])
@@ -83,6 +86,7 @@ def _register(app: Flask) -> None:
         if exc.reason:
             body["reason"] = exc.reason
         resp = jsonify(body)
+        resp.headers.update(exc.headers)
         if exc.status == 401:
             resp.headers["WWW-Authenticate"] = 'Bearer realm="hotpath"'
         return resp, exc.status

@@ -1,4 +1,4 @@
-"""`hotpath server`, `hotpath db upgrade`, `hotpath token create`, `hotpath up` (imports stay lazy)."""
+"""`hotpath server`, `hotpath db upgrade`, `hotpath token create|list|revoke`, `hotpath up` (imports stay lazy)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ SERVER_EPILOG = """examples:
   hotpath server --db postgresql://u:p@db/hotpath --bind 0.0.0.0:4040 --workers 4
   hotpath db upgrade --db postgresql://u:p@db/hotpath
   hotpath token create --scope ingest --name fleet-collectors
+  hotpath token list                                   # ids, names, scopes, sessions; never secrets
+  hotpath token revoke fleet-collectors                # by name (or id); its sessions end at once
 """
 
 
@@ -143,6 +145,48 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token_list(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from hotpath.cli import CommandError
+    from server import auth, db
+    from server.config import database_url
+
+    engine = db.make_engine(database_url(_config(args)))
+    try:
+        db.check_schema(engine)
+        infos = auth.list_tokens(engine)
+    except db.SchemaBehindError as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        engine.dispose()
+    print(f"{'ID':>5}  {'STATUS':8} {'SCOPES':18} {'SESSIONS':>8}  {'CREATED (UTC)':20} NAME")
+    for t in infos:
+        created = dt.datetime.fromtimestamp(t.created_at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        status = "revoked" if t.revoked else "active"
+        print(f"{t.id:>5}  {status:8} {t.scopes:18} {t.sessions:>8}  {created:20} {t.name}")
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from hotpath.cli import CommandError
+    from server import auth, db
+    from server.config import database_url
+
+    cfg = _config(args)
+    engine = db.make_engine(database_url(cfg))
+    try:
+        db.check_schema(engine)
+        info = auth.revoke(engine, args.token)
+    except (db.SchemaBehindError, auth.AuthError) as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        engine.dispose()
+    print(f"revoked token {info.id} ({info.name}); its browser sessions ended now, and servers refuse the "
+          f"token within {cfg['AUTH_CACHE_S']} s (AUTH_CACHE_S)")
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from server.up import run_up
 
@@ -176,6 +220,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="scope (repeatable)")
     create.add_argument("--name", help="a name to recognize the token by")
     create.set_defaults(func=cmd_token_create)
+    lister = tsub.add_parser("list", help="list tokens: id, status, scopes, live sessions, name (no secrets)")
+    _db_args(lister)
+    lister.set_defaults(func=cmd_token_list)
+    revoke = tsub.add_parser("revoke", help="revoke a token by id or name, and end its browser sessions")
+    _db_args(revoke)
+    revoke.add_argument("token", metavar="ID|NAME", help="the token's id or name (see `hotpath token list`)")
+    revoke.set_defaults(func=cmd_token_revoke)
 
     p = subparsers.add_parser("up", help="server on SQLite + a local collector; prints the UI URL",
                               epilog="example:\n  sudo hotpath up            # then open the printed URL",

@@ -40,6 +40,10 @@ DEFAULTS: dict[str, Any] = {
     "QUERY_MAX_GROUPS": 100,  # /series group_by: the largest groups by total, the rest summed as "other"
     "DICT_CACHE_ENTRIES": 1_000_000,  # per-worker function/stack cache entries (a limit costs time, not answers)
     "SESSION_TTL_S": 12 * 3600,
+    "AUTH_CACHE_S": 5,  # a revoked token stops within this many seconds (per-worker positive cache)
+    "MAX_SESSIONS_PER_TOKEN": 10,  # a new browser login ends the token's oldest session past this
+    "LOGIN_FAILURES_PER_MIN": 10,  # failed token checks per client address per worker; 0: no limit
+    "METRICS_PUBLIC": False,  # /metrics without a token (else it needs a read or admin token)
     "POOL_SIZE": 5,
     "WORKERS": 1,
     "THREADS": 4,  # gunicorn gthread threads per worker (requests waiting on the database overlap)

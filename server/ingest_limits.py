@@ -5,6 +5,7 @@ Every refusal is an `ApiError` with a precise message and a `reason` used as a m
 
 from __future__ import annotations
 
+import hashlib
 import operator
 import re
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ from server.api.common import ApiError
 from server.models import sample_labels, series
 
 LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+MAX_KEY_LEN = 256
 RESERVED_PARAMS = frozenset({"type", "sample_rate", "name", "format"})
 _CHUNK = 64 * 1024
 _FUNCTION = operator.attrgetter("function")
@@ -59,6 +61,22 @@ def gunzip_body(body: bytes, config: Mapping[str, Any]) -> bytes:
         raise ApiError(413, f"decompressed body refused: {exc}", "decompressed_too_large") from None
     except GzipError as exc:
         raise ApiError(400, f"body is not valid gzip: {exc}", "bad_gzip") from None
+
+
+def idempotency_key(header: str | None) -> str | None:
+    """An `Idempotency-Key` header's value, checked (400 when empty or too long)."""
+    if header is not None and not 1 <= len(header) <= MAX_KEY_LEN:
+        raise ApiError(400, f"Idempotency-Key must be 1..{MAX_KEY_LEN} characters", "bad_params")
+    return header
+
+
+def scoped_key(key: str | None, token_id: int | None) -> str | None:
+    """The idempotency key as stored: scoped to the sending token, so one tenant's key can never
+    mark another tenant's batch as a duplicate (hashed: it fits the key column)."""
+    if key is None:
+        return None
+    scope = "-" if token_id is None else str(token_id)
+    return hashlib.sha256(f"{scope}\0{key}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def check_label(name: str, value: str, config: Mapping[str, Any], where: str) -> None:

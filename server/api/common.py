@@ -13,6 +13,7 @@ from flask import current_app, g, request
 
 from server.auth import Authenticator, Principal
 from server.metrics import Metrics
+from server.ratelimit import FailureLimiter
 from server.storage import Storage
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -24,11 +25,12 @@ ALL_SCOPES = frozenset({"ingest", "read", "admin"})
 class ApiError(Exception):
     """An error answered as `{"error": message}` with `status`."""
 
-    def __init__(self, status: int, message: str, reason: str = "") -> None:
+    def __init__(self, status: int, message: str, reason: str = "", headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.reason = reason
+        self.headers = headers or {}
 
 
 @dataclass
@@ -37,6 +39,7 @@ class State:
     auth: Authenticator
     metrics: Metrics
     config: dict[str, Any]
+    login_failures: FailureLimiter
 
 
 def state() -> State:
@@ -55,9 +58,7 @@ def principal() -> Principal:
     header = request.headers.get("Authorization", "")
     found: Principal | None = None
     if header:
-        found = st.auth.from_token(token_of(header))
-        if found is None:
-            raise ApiError(401, "unknown or revoked token")
+        found = check_token(token_of(header))
     else:
         cookie = request.cookies.get(SESSION_COOKIE)
         if cookie:
@@ -100,6 +101,24 @@ def authorize(scope: str) -> Principal:
     if not who.allows(scope):
         raise ApiError(403, f"this token lacks the `{scope}` scope (it has: {', '.join(sorted(who.scopes))})")
     return who
+
+
+def check_token(token: str) -> Principal:
+    """The token's principal, or 401; 429 while this client address has failed too often."""
+    st = state()
+    found = st.auth.cached(token)
+    if found is not None:
+        return found
+    address = request.remote_addr or "-"
+    wait = st.login_failures.retry_after(address)
+    if wait:
+        raise ApiError(429, f"too many failed token checks from {address}: retry in {wait:.0f} s", "rate_limited",
+                       {"Retry-After": str(max(int(wait + 0.999), 1))})
+    found = st.auth.from_token(token)
+    if found is None:
+        st.login_failures.failed(address)
+        raise ApiError(401, "unknown or revoked token")
+    return found
 
 
 def requires(scope: str) -> Callable[[F], F]:

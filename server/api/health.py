@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 
-from server.api.common import state
+from server.api.common import ApiError, principal, state
 
 bp = Blueprint("health", __name__)
 
@@ -26,5 +26,8 @@ def readyz() -> tuple[Response, int]:
 
 @bp.get("/metrics")
 def metrics() -> Response:
+    """Prometheus text; needs a read (or admin) token unless METRICS_PUBLIC is set."""
     st = state()
+    if not st.config["METRICS_PUBLIC"] and not principal().allows("read"):
+        raise ApiError(403, "/metrics needs a token with the `read` scope (or set METRICS_PUBLIC)")
     return Response(st.metrics.render(), mimetype="text/plain; version=0.0.4")

@@ -14,12 +14,18 @@ from profiler.errors import ProfileError
 from profiler.model import Profile, ProfileTable, Sample
 from profiler.pprof import decode_table
 from profiler.types import CPU, OFFCPU, new_cpu_profile, new_offcpu_profile
-from server.api.common import ApiError, requires, state
-from server.ingest_limits import gunzip_body, read_body, series_labels, validate_table
+from server.api.common import ApiError, principal, requires, state
+from server.ingest_limits import (
+    gunzip_body,
+    idempotency_key,
+    read_body,
+    scoped_key,
+    series_labels,
+    validate_table,
+)
 from server.storage import IngestRejected, IngestResult
 
 bp = Blueprint("ingest", __name__, url_prefix="/api/v1")
-MAX_KEY_LEN = 256
 
 
 def folded_profile(text: str, args: dict[str, str], time_nanos: int = 0) -> Profile:
@@ -77,7 +83,7 @@ def store_table(table: ProfileTable, labels: dict[str, str], key: str | None, co
     if repairs is None:
         repairs = validate_table(table, st.config)
     try:
-        result = st.storage.ingest(table, labels, key)
+        result = st.storage.ingest(table, labels, scoped_key(key, principal().token_id))
     except IngestRejected as exc:
         raise ApiError(422, str(exc), "rejected") from None
     st.metrics.ingest_batches.labels(result.status).inc()
@@ -96,9 +102,7 @@ def ingest() -> tuple[Response, int]:
     cfg = st.config
     started = time.perf_counter()
     try:
-        key = request.headers.get("Idempotency-Key")
-        if key is not None and not 1 <= len(key) <= MAX_KEY_LEN:
-            raise ApiError(400, f"Idempotency-Key must be 1..{MAX_KEY_LEN} characters", "bad_params")
+        key = idempotency_key(request.headers.get("Idempotency-Key"))
         labels = series_labels(request.args, cfg)
         body, compressed = request_body(cfg)
         mimetype = request.mimetype or ""

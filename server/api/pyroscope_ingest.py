@@ -20,8 +20,8 @@ from profiler.model import ProfileTable, ValueType
 from profiler.pprof import decode_table
 from profiler.types import CPU, as_cpu_columns
 from server.api.common import ApiError, authorize, state
-from server.api.ingest import MAX_KEY_LEN, folded_profile, inflate, request_body, store_table
-from server.ingest_limits import check_series_labels
+from server.api.ingest import folded_profile, inflate, request_body, store_table
+from server.ingest_limits import MAX_KEY_LEN, check_series_labels
 from server.protocols import ProtocolError
 from server.protocols.pyroscope import (
     CPU_SUFFIXES,

@@ -19,8 +19,8 @@ from profiler.model import ProfileTable
 from profiler.pprof import decode_table
 from profiler.types import CPU, as_cpu_columns, profile_type_of
 from server.api.common import ApiError, authorize, state
-from server.api.ingest import MAX_KEY_LEN, inflate, request_body, store_table
-from server.ingest_limits import check_series_labels, validate_table
+from server.api.ingest import inflate, request_body, store_table
+from server.ingest_limits import MAX_KEY_LEN, check_series_labels, validate_table
 from server.protocols import ProtocolError
 from server.protocols.pyroscope import decode_push
 

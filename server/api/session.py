@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from server.api.common import SESSION_COOKIE, ApiError, principal, state
+from server.api.common import SESSION_COOKIE, ApiError, check_token, principal, state
 
 bp = Blueprint("session", __name__, url_prefix="/api/v1")
 
@@ -30,9 +30,7 @@ def login() -> Response:
     if not st.config["AUTH"]:
         return jsonify({"authenticated": True, "auth_required": False, "scopes": ["admin", "ingest", "read"],
                         "csrf_token": ""})
-    who = st.auth.from_token(token)
-    if who is None:
-        raise ApiError(401, "unknown or revoked token")
+    who = check_token(token)
     if not who.allows("read"):
         raise ApiError(403, "this token lacks the `read` scope needed for the UI")
     cookie, csrf = st.auth.create_session(who)

@@ -116,7 +116,7 @@ def test_bad_input_is_a_clear_4xx_and_stores_nothing(app: Any, client: Any, toke
     assert resp.status_code == 400 and "invalid" in resp.get_json()["error"]
     assert n_batches(app) == before
     assert client.get("/healthz").status_code == 200
-    metrics = client.get("/metrics").get_data(as_text=True)
+    metrics = client.get("/metrics", headers=bearer(tokens["read"])).get_data(as_text=True)
     assert 'hotpath_ingest_rejects_total{reason="decompressed_too_large"} 1.0' in metrics
     assert 'hotpath_ingest_rejects_total{reason="body_too_large"} 1.0' in metrics
 

@@ -134,7 +134,7 @@ def test_health_and_metrics(client: Any, tokens: dict[str, str], loaded: Any) ->
     assert client.get("/healthz").get_json() == {"status": "ok"}
     assert client.get("/readyz").get_json()["status"] == "ready"
     get(client, tokens, "/api/v1/flamegraph", query="cpu{}")
-    text = client.get("/metrics").get_data(as_text=True)
+    text = get(client, tokens, "/metrics").get_data(as_text=True)
     assert 'hotpath_query_seconds_count{endpoint="flamegraph"}' in text
     assert "hotpath_db_pool_checked_out" in text
     resp = client.get("/healthz", headers={"X-Request-Id": "abc123"})
