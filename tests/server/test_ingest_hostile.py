@@ -85,6 +85,11 @@ def test_four_byte_label_is_stored_cut_not_500(app: Any, client: Any, tokens: di
     assert values == stored
     top = client.get('/api/v1/top?query=cpu{service="widelabel"}', headers=bearer(tokens["read"])).get_json()
     assert top["total"] == 3 * prof.period  # nothing lost
+    # the same value as a series label: within MAX_LABEL_VALUE_LEN characters, and its index keys a hash
+    resp = client.post("/api/v1/ingest", query_string={"service": "widelabel", "thread": value},
+                       data=pprof.encode(cpu_profile({"main;series": 1})), headers=bearer(tokens["ingest"]),
+                       content_type="application/octet-stream")
+    assert resp.status_code == 200, resp.get_json()
 
 
 def test_long_profile_type_is_400(app: Any, client: Any, tokens: dict[str, str]) -> None:
