@@ -4,6 +4,7 @@ per token, and a protected /metrics."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -177,3 +178,75 @@ def test_metrics_needs_a_read_token_unless_public(migrated_url: str, app: Any, c
         assert public.test_client().get("/metrics").status_code == 200
     finally:
         public.extensions["hotpath"].storage.engine.dispose()
+
+
+def test_revocation_bound_on_a_real_server(tmp_path: Any) -> None:
+    """`hotpath server --workers 2` (gunicorn, default AUTH_CACHE_S=5): the README's bound holds
+    across worker processes; sessions end at once."""
+    import json
+    import os
+    import urllib.error
+    import urllib.request
+
+    from tests.server.test_up import free_port
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    data = str(tmp_path / "data")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOTPATH_", "PROMETHEUS_MULTIPROC_DIR"))}
+    env.update({"HOTPATH_LOG_LEVEL": "WARNING", "TMPDIR": str(tmp_path)})
+
+    def call(path: str, headers: dict[str, str] | None = None, body: bytes | None = None) -> tuple[int, Any]:
+        req = urllib.request.Request(base + path, data=body, headers=headers or {}, method="POST" if body else "GET")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:  # a new connection each: either worker
+                return resp.status, resp.headers
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers
+
+    def cli(*args: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "hotpath", *args, "--data-dir", data], env=env,
+                             capture_output=True, text=True, timeout=60, check=False)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    proc = subprocess.Popen([sys.executable, "-m", "hotpath", "server", "--data-dir", data, "--auto-upgrade",
+                             "--workers", "2", "--threads", "1", "--bind", f"127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            try:
+                if call("/readyz")[0] == 200:
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            assert time.monotonic() < deadline, "server not ready"
+            time.sleep(0.2)
+        token = cli("token", "create", "--scope", "read", "--name", "real-server").strip()
+        auth = {"Authorization": f"Bearer {token}"}
+        for _ in range(20):  # both workers now hold it in their caches (each request a new connection)
+            assert call("/api/v1/labels", auth)[0] == 200
+        status, headers = call("/api/v1/session", {"Content-Type": "application/json"},
+                               json.dumps({"token": token}).encode())
+        assert status == 200
+        cookie = {"Cookie": headers["Set-Cookie"].split(";", 1)[0]}
+        assert call("/api/v1/labels", cookie)[0] == 200
+        cli("token", "revoke", "real-server")
+        revoked_at = time.monotonic()
+        assert [call("/api/v1/labels", cookie)[0] for _ in range(6)] == [401] * 6
+        last_ok = 0.0
+        while time.monotonic() - revoked_at < 6.0:
+            if call("/api/v1/labels", auth)[0] == 200:
+                last_ok = time.monotonic() - revoked_at
+            time.sleep(0.05)
+        assert last_ok <= 5.0 + 0.5, f"token still accepted {last_ok:.2f} s after revocation"
+        # refused for good: 401, or 429 once this address's failed checks pass LOGIN_FAILURES_PER_MIN
+        assert {call("/api/v1/labels", auth)[0] for _ in range(6)} <= {401, 429}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
