@@ -48,7 +48,8 @@ class UnwindMapsWriter(Protocol):
 
     def write_rows(self, first: int, rows: np.ndarray) -> None: ...
 
-    def set_process(self, tgid: int, mappings: np.ndarray) -> None: ...
+    def set_process(self, tgid: int, mappings: np.ndarray) -> bool | None:
+        """False when the process table is full (the writer counts it); anything else is success."""
 
     def delete_process(self, tgid: int) -> None: ...
 
@@ -73,6 +74,7 @@ class _Table:
 @dataclass(slots=True)
 class _Proc:
     maps: list[tuple[Mapping, _Table | None]]  # None: no table can exist (JIT, anonymous)
+    written: bool = False  # the writer holds an entry for it (set_process did not refuse)
 
 
 class TableManager:
@@ -122,7 +124,7 @@ class TableManager:
         for _, table in entries:
             if table is not None:
                 table.users.add(pid)
-        self.procs[pid] = _Proc(entries)
+        self.procs[pid] = _Proc(entries, old.written if old is not None else False)
         if old is not None:
             self._release(pid, {id(t) for _, t in entries if t is not None}, old)
         self._write_process(pid)
@@ -133,7 +135,8 @@ class TableManager:
             old = self.procs.pop(pid, None)
             if old is None:
                 return
-            self.writer.delete_process(pid)
+            if old.written:
+                self.writer.delete_process(pid)
             self._release(pid, set(), old)
 
     def retain(self, live: Iterable[int]) -> None:
@@ -168,7 +171,8 @@ class TableManager:
         return out
 
     def _write_process(self, pid: int) -> None:
-        self.writer.set_process(pid, self._mappings(pid))
+        ok = self.writer.set_process(pid, self._mappings(pid))
+        self.procs[pid].written = self.procs[pid].written or ok is not False
 
     def _release(self, pid: int, still_used: set[int], old: _Proc) -> None:
         for _, table in old.maps:

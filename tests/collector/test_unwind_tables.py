@@ -24,9 +24,10 @@ LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 class FakeMaps:
     """The BPF maps as plain memory: a row array and a dict of process entries."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, max_procs: int = 1 << 20) -> None:
         self.rows = np.zeros(capacity, dtype=UNWIND_ROW)
         self.procs: dict[int, np.ndarray] = {}
+        self.max_procs = max_procs
         self.writes = 0
 
     def write_rows(self, first: int, rows: np.ndarray) -> None:
@@ -34,13 +35,16 @@ class FakeMaps:
         self.rows[first:first + len(rows)] = rows
         self.writes += 1
 
-    def set_process(self, tgid: int, mappings: np.ndarray) -> None:
+    def set_process(self, tgid: int, mappings: np.ndarray) -> bool:
         assert mappings.dtype == MAPPING
         assert np.all(mappings["start"][1:] > mappings["start"][:-1])  # sorted as u64 ([vsyscall] is last)
+        if tgid not in self.procs and len(self.procs) >= self.max_procs:
+            return False  # as KernelTables: the BPF hash map is full
         self.procs[tgid] = mappings.copy()
+        return True
 
     def delete_process(self, tgid: int) -> None:
-        self.procs.pop(tgid, None)
+        del self.procs[tgid]  # as the real map: deleting a missing key is an error
 
 
 # -- cache -------------------------------------------------------------------------------------
@@ -165,6 +169,17 @@ def test_manager_counts_what_does_not_fit_and_retries(tmp_path, sleepers) -> Non
     entries = fake.procs[sleepers[0].pid]
     assert ((entries["table_count"] == 0) & (entries["table_first"] == MAP_PENDING)).any()
     assert (entries["table_count"] > 0).any()
+
+
+def test_manager_process_table_full(tmp_path) -> None:
+    fake = FakeMaps(1000, max_procs=1)
+    mgr = TableManager(fake, TableCache(None), 1000)
+    anon = [Mapping(0x1000, 0x2000, 0, "r-xp", 0, "")]
+    mgr.update_process(1, anon)
+    mgr.update_process(2, anon)  # refused by the writer
+    assert list(fake.procs) == [1]
+    mgr.retain([])  # deletes only what the writer holds
+    assert not fake.procs and not mgr.procs
 
 
 def test_manager_mapping_limits_and_anonymous_code(tmp_path) -> None:
