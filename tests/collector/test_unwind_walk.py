@@ -4,6 +4,7 @@ and the frames are compared with gdb's backtrace (gdb unwinds with its own CFI r
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -109,3 +110,20 @@ def test_walk_matches_gdb_for_distro_and_interpreter(tmp_path, argv: list[str]) 
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_binary_deleted_after_exec_still_walks(tmp_path, blocked_chain) -> None:
+    """The executable is gone from the file system: its table comes through /proc/PID/map_files."""
+    proc, exe = blocked_chain
+    regs, gdb_frames = gdb_snapshot(proc.pid)
+    os.unlink(exe)
+    info = capture(proc.pid)
+    assert any(m.deleted for m in info.maps)
+    fake = FakeMaps(200_000)
+    mgr = TableManager(fake, TableCache(None), 200_000)
+    mgr.update_process(proc.pid, info.maps)
+    mgr.load_pending()
+    deleted = [i for i, m in enumerate(info.maps) if m.deleted]
+    assert (fake.procs[proc.pid]["table_count"][deleted] > 0).all()
+    pcs, end = walk(regs["rip"], regs["rsp"], regs["rbp"], fake.procs[proc.pid], fake.rows, proc_mem_reader(proc.pid))
+    assert end == END_OK and pcs[:len(gdb_frames)] == [pc for pc, _ in gdb_frames]
