@@ -39,7 +39,7 @@ class Matcher:
     name: str
     op: str
     value: str
-    regex: Any = field(default=None, compare=False, repr=False)  # a compiled RE2 pattern
+    regex: FullMatch | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -54,10 +54,7 @@ class Matcher:
         if self.op == "!=":
             return value != self.value
         assert self.regex is not None
-        try:
-            hit = self.regex.fullmatch(value) is not None
-        except UnicodeEncodeError:  # a lone surrogate (stored with surrogatepass): RE2 takes UTF-8 only
-            hit = self.regex.fullmatch(value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")) is not None
+        hit = self.regex.fullmatch(value)
         return hit if self.op == "=~" else not hit
 
     def __str__(self) -> str:
@@ -86,17 +83,44 @@ def _re2_options() -> Any:
     options = re2.Options()
     options.dot_nl = True  # `.` matches a newline too, as Prometheus's (?s) does
     options.max_mem = REGEX_MAX_MEM
+    options.never_capture = True  # only yes/no is asked: no submatch bookkeeping
     options.log_errors = False  # the error goes to the client, not to the server's stderr
     return options
 
 
 _OPTIONS = _re2_options()
+_BOTH = getattr(getattr(re2, "_Anchor", None), "ANCHOR_BOTH", None)
 
 
-def _compile(pattern: str, position: int) -> Any:
-    """The pattern compiled by RE2 (matched with `fullmatch`, so anchored at both ends)."""
+class FullMatch:
+    """An RE2 pattern asked only whether it matches a whole value.
+
+    `re2`'s Python-level `fullmatch` builds a match object and maps byte offsets back to characters
+    (~10 us a call); a selector scanning 10k label values asks the C++ matcher directly (~3 us),
+    falling back to the public API if a future `google-re2` moves it.
+    """
+
+    __slots__ = ("_direct", "_pattern")
+
+    def __init__(self, pattern: Any) -> None:
+        self._pattern = pattern
+        raw = getattr(pattern, "_regexp", None)
+        self._direct = raw.Match if _BOTH is not None and hasattr(raw, "Match") else None
+
+    def fullmatch(self, value: str) -> bool:
+        data = value.encode("utf-8", "surrogatepass")  # RE2 reads UTF-8; a lone surrogate stays unmatched bytes
+        if self._direct is not None:
+            return self._direct(_BOTH, data, 0, len(data))[0][0] >= 0
+        try:
+            return self._pattern.fullmatch(value) is not None
+        except UnicodeEncodeError:
+            return self._pattern.fullmatch(data.decode("utf-8", "replace")) is not None
+
+
+def _compile(pattern: str, position: int) -> FullMatch:
+    """The pattern compiled by RE2, matched against whole values (anchored at both ends)."""
     try:
-        return re2.compile(f"(?:{pattern})", _OPTIONS)
+        return FullMatch(re2.compile(f"(?:{pattern})", _OPTIONS))
     except UnicodeEncodeError:
         raise SelectorError("invalid regular expression (not valid Unicode: a lone surrogate)", position,
                             "a valid RE2 regular expression") from None

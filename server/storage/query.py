@@ -16,7 +16,7 @@ from server import deadline
 from server.models import batches, rollup_buckets, rollups
 from server.storage import rows
 from server.storage.plan import HOUR, STEPS, Plan, make_plan
-from server.storage.series_index import SeriesRow, load_series, matching_series, split_matchers
+from server.storage.series_index import SeriesRow, id_filters, load_series, matching_series, split_matchers
 
 __all__ = ["Selection", "SeriesRow", "Timeline", "load_series", "matching_series", "select_merged", "split_matchers",
            "timeline"]
@@ -65,17 +65,17 @@ def plan_for(conn: Connection, t0: int, t1: int) -> Plan:
     return make_plan(t0, t1, done)
 
 
-def _row_queries(plan: Plan, series_ids: list[int]) -> list[Any]:
+def _row_queries(conn: Connection, plan: Plan, series_ids: list[int]) -> list[Any]:
     queries = []
     if plan.raw:
         cols = [batches.c[c] for c in _DATA]
         ranges = or_(*[and_(batches.c.ts >= a, batches.c.ts < b) for a, b in plan.raw])
-        queries.append(select(*cols).where(batches.c.series_id.in_(series_ids), ranges))
+        queries += [select(*cols).where(f, ranges) for f in id_filters(conn, batches.c.series_id, series_ids)]
     for step, buckets in plan.buckets.items():
         if buckets:
             cols = [rollups.c[c] for c in _DATA]
-            queries.append(select(*cols).where(rollups.c.series_id.in_(series_ids), rollups.c.step == step,
-                                               rollups.c.ts.in_(buckets)))
+            queries += [select(*cols).where(f, rollups.c.step == step, rollups.c.ts.in_(buckets))
+                        for f in id_filters(conn, rollups.c.series_id, series_ids)]
     return queries
 
 
@@ -129,7 +129,7 @@ def select_merged(conn: Connection, selector: Selector, t0: int, t1: int, all_co
     counters: dict[str, int] = defaultdict(int)
     periods: dict[int, int] = defaultdict(int)
     n_rows = 0
-    for query in _row_queries(plan, list(matched)):
+    for query in _row_queries(conn, plan, list(matched)):
         for r in conn.execute(query):
             deadline.check()
             n_rows += 1
@@ -173,9 +173,11 @@ def _sum_by(conn: Connection, ids: list[int], t0: int, t1: int, step: int, by_se
     """(series id or 0, bucket index or 0, sum of totals) of raw batches, aggregated in SQL."""
     bucket = ((batches.c.ts - t0) // step).label("bucket")
     keys = ([batches.c.series_id] if by_series else []) + ([bucket] if by_bucket else [])
-    out = []
-    for i in range(0, len(ids), 5000):  # SQLite caps bound parameters per statement
-        where = (batches.c.series_id.in_(ids[i:i + 5000]), batches.c.ts >= t0, batches.c.ts < t1)
+    out: list[tuple[int, int, int]] = []
+    if not ids:
+        return out
+    for picks in id_filters(conn, batches.c.series_id, ids):
+        where = (picks, batches.c.ts >= t0, batches.c.ts < t1)
         query = select(*keys, func.sum(batches.c.total)).where(*where)
         for n, r in enumerate(conn.execute(query.group_by(*keys) if keys else query)):
             if n % 4096 == 0:
@@ -208,9 +210,9 @@ def timeline(conn: Connection, selector: Selector, t0: int, t1: int, step: int, 
     detailed = [s.id for s, _rest in matched if s.id not in simple_set]
     # Per-sample rows: sparse per-group points, decoded once.
     sparse: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
-    if detailed:
-        cols = [batches.c[c] for c in _DATA]
-        query = select(*cols).where(batches.c.series_id.in_(detailed), batches.c.ts >= t0, batches.c.ts < t1)
+    cols = [batches.c[c] for c in _DATA]
+    for picks in id_filters(conn, batches.c.series_id, detailed) if detailed else []:
+        query = select(*cols).where(picks, batches.c.ts >= t0, batches.c.ts < t1)
         for r in conn.execute(query):
             deadline.check()
             s, rest = by_id[int(r.series_id)]
