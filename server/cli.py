@@ -83,6 +83,7 @@ def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> di
 def cmd_server(args: argparse.Namespace) -> int:
     from hotpath.cli import CommandError
     from server import db
+    from server.buffering_worker import RequestLimits
     from server.config import database_url
     from server.gunicorn_app import serve
 
@@ -95,6 +96,10 @@ def cmd_server(args: argparse.Namespace) -> int:
         extra["WORKERS"] = args.workers
     if args.threads:
         extra["THREADS"] = args.threads
+    if args.header_timeout:
+        extra["HEADER_TIMEOUT_S"] = args.header_timeout
+    if args.body_timeout:
+        extra["BODY_TIMEOUT_S"] = args.body_timeout
     if args.auto_upgrade:
         extra["AUTO_UPGRADE"] = True
     cfg = _config(args, extra)
@@ -113,7 +118,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     return serve({**overrides(args), **extra, "AUTO_UPGRADE": False}, cfg["BIND"], cfg["WORKERS"],
-                 getattr(args, "config", None), threads=cfg["THREADS"])
+                 getattr(args, "config", None), threads=cfg["THREADS"], limits=RequestLimits.from_config(cfg))
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -203,6 +208,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-auth", action="store_true", help="no tokens needed (loopback binds only)")
     p.add_argument("--workers", type=positive_int, help="gunicorn worker processes (default 1)")
     p.add_argument("--threads", type=positive_int, help="threads per worker (default 4)")
+    p.add_argument("--header-timeout", type=positive_int, metavar="SECONDS",
+                   help="time a client has to send a request's line and headers (default 10; then 408)")
+    p.add_argument("--body-timeout", type=positive_int, metavar="SECONDS",
+                   help="time a client has to send a request body after its headers (default 30; then 408)")
     p.add_argument("--auto-upgrade", action="store_true", help="run database migrations at start")
     p.set_defaults(func=cmd_server)
 

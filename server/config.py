@@ -46,7 +46,9 @@ DEFAULTS: dict[str, Any] = {
     "METRICS_PUBLIC": False,  # /metrics without a token (else it needs a read or admin token)
     "POOL_SIZE": 5,
     "WORKERS": 1,
-    "THREADS": 4,  # gunicorn gthread threads per worker (requests waiting on the database overlap)
+    "THREADS": 4,  # threads per worker (requests waiting on the database overlap)
+    "HEADER_TIMEOUT_S": 10,  # a request's line and headers must arrive within this (else 408, closed)
+    "BODY_TIMEOUT_S": 30,  # its body within this after the headers; also a response's longest send stall
     "WEB_DIR": "",  # empty: the repository's `web/` folder
     "LOG_LEVEL": "INFO",
 }

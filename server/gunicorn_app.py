@@ -8,6 +8,7 @@ import sys
 import tempfile
 from typing import Any
 
+from server.buffering_worker import BufferingWorker, RequestLimits
 from server.heap import keep_freed_memory
 
 # prometheus_client's own variable; not imported from server.metrics, which imports prometheus_client.
@@ -15,8 +16,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def serve(overrides: dict[str, Any], bind: str, workers: int, config_file: str | None = None,
-          threads: int = 4) -> int:
-    """Serve `create_app(overrides)` with gunicorn's threaded workers; returns when stopped."""
+          threads: int = 4, limits: RequestLimits | None = None) -> int:
+    """Serve `create_app(overrides)` with gunicorn and BufferingWorker; returns when stopped."""
     from gunicorn.app.base import BaseApplication
 
     # prometheus_client picks per-process or file-backed metric values when it is first imported;
@@ -43,9 +44,10 @@ def serve(overrides: dict[str, Any], bind: str, workers: int, config_file: str |
         def load_config(self) -> None:
             self.cfg.set("bind", [bind])
             self.cfg.set("workers", max(1, workers))
-            # One thread: the sync worker, which accepts only when idle, so connections spread
-            # over workers; gthread keeps keep-alive connections on the worker that accepted them.
-            self.cfg.set("worker_class", "gthread" if threads > 1 else "sync")
+            # Requests are read whole by the worker's event loop before a thread serves them:
+            # slow clients cost no thread (server/buffering_worker.py).
+            self.cfg.set("worker_class", type("HotpathWorker", (BufferingWorker,),
+                                              {"limits": limits or RequestLimits()}))
             self.cfg.set("threads", max(1, threads))
             self.cfg.set("timeout", 120)
             self.cfg.set("graceful_timeout", 10)
