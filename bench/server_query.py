@@ -81,6 +81,21 @@ def replicate_hours(url: str, hour: int, back: int) -> None:
     engine.dispose()
 
 
+def load_dataset(url: str, cfg: FleetConfig, hour: int, minutes: int, processes: int) -> None:
+    """`minutes` of the fleet from `hour` on, rolled up, and its rollups copied to the 23 hours before."""
+    print(f"loading {cfg.hosts} hosts x {minutes} min ({cfg.hosts * minutes * 6} batches)...", file=sys.stderr)
+    loaded = load_parallel(url, cfg, hour, minutes * 60, processes)
+    print(f"loaded {int(loaded['batches'])} batches, {int(loaded['entries'])} entries in "
+          f"{loaded['seconds']:.0f} s ({loaded['batches'] / loaded['seconds']:.0f} batches/s, storage layer)")
+    storage = Storage(db.make_engine(url), rollup_grace_s=0)
+    began = time.perf_counter()
+    now = int(time.time())
+    buckets = storage.rollup(now=hour + 3600 + 1, lookback_s=3 * 3600 + now - hour)
+    print(f"rollup: {buckets} buckets in {time.perf_counter() - began:.1f} s")
+    storage.engine.dispose()
+    replicate_hours(url, hour, 23)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hosts", type=int, default=100)
@@ -99,17 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     url = args.db or fresh_database("hp_bench_query")
     try:
         if not args.db:
-            print(f"loading {args.hosts} hosts x {args.minutes} min ({args.hosts * args.minutes * 6} batches)...",
-                  file=sys.stderr)
-            loaded = load_parallel(url, cfg, hour, args.minutes * 60, args.processes)
-            print(f"loaded {int(loaded['batches'])} batches, {int(loaded['entries'])} entries in "
-                  f"{loaded['seconds']:.0f} s ({loaded['batches'] / loaded['seconds']:.0f} batches/s, storage layer)")
-            storage = Storage(db.make_engine(url), rollup_grace_s=0)
-            began = time.perf_counter()
-            buckets = storage.rollup(now=hour + 3600 + 1, lookback_s=3 * 3600 + now - hour)
-            print(f"rollup: {buckets} buckets in {time.perf_counter() - began:.1f} s")
-            storage.engine.dispose()
-            replicate_hours(url, hour, 23)
+            load_dataset(url, cfg, hour, args.minutes, args.processes)
         storage = Storage(db.make_engine(url), rollup_grace_s=0)
         if args.db:  # the loaded hour is the newest one in the database
             with storage.engine.connect() as conn:

@@ -209,11 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     engine = db.make_engine(url)
     token = auth.create_token(engine, ["ingest", "read"], "bench")
     now = time.time()
-    hour0 = now - 3 * 3600
+    hour0 = now - now % 3600 - 2 * 3600  # a whole past hour, rolled up as a running server would have it
     fleet = Fleet(FleetConfig(hosts=args.hosts))
-    storage = Storage(engine)
+    storage = Storage(engine, rollup_grace_s=0)
     for host, t, profile in Fleet(FleetConfig(hosts=args.preload_hosts, seed=3)).batches(hour0, 3600):
         storage.ingest(profile, {**fleet.series_labels(host), "service": "preloaded"}, now=t + 1)
+    storage.rollup(now=hour0 + 3600 + 1, lookback_s=int(now - hour0) + 3600)
     query_path = "/api/v1/flamegraph?" + urllib.parse.urlencode(
         {"query": 'cpu{service="preloaded"}', "from": int(hour0), "until": int(hour0 + 3600)})
     work = []

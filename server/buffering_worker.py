@@ -26,6 +26,7 @@ from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker
 
+from server.heap import IdleTrim
 from server.request_framing import Framed, RequestFramer
 
 MAX_HEADER_BYTES = 64 * 1024  # request line + headers; nginx's default allows 32 KiB
@@ -62,9 +63,12 @@ def _reply(status: int, reason: str, message: str) -> bytes:
 
 
 class BufferingWorker(ThreadWorker):  # type: ignore[misc]
-    """gthread with whole-request buffering in the event loop (limits: the class attribute)."""
+    """gthread with whole-request buffering in the event loop; also trims the heap when idle.
+
+    serve() sets the class attributes on a subclass."""
 
     limits = RequestLimits()
+    heap_idle_trim_s = 0.0
 
     def init_process(self) -> None:
         if self.cfg.is_ssl:
@@ -72,6 +76,7 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
         self.reading: dict[Any, _Reading] = {}
         self.busy = 0  # requests handed to the thread pool and not finished
         self.next_sweep = 0.0
+        self.idle_trim = IdleTrim(self.heap_idle_trim_s)
         stall = self.limits.body_timeout_s
         self.stall = struct.pack("ll", int(stall), int(stall % 1 * 1e6))
         super().init_process()
@@ -142,15 +147,18 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
 
     def finish_request(self, conn: Any, fs: Any) -> None:
         self.busy -= 1
+        self.idle_trim.request_done()
         super().finish_request(conn, fs)
 
     def murder_pending(self) -> None:
-        """Close connections past their header or body deadline (every loop turn, ~4x a second)."""
+        """Close connections past their header or body deadline, trim an idle heap (every loop turn,
+        at most ~4x a second)."""
         super().murder_pending()
         now = time.monotonic()
         if now < self.next_sweep and self.alive:
             return
         self.next_sweep = now + _SWEEP_EVERY_S
+        self.idle_trim.tick(self.busy)
         for reading in list(self.reading.values()):
             started = bool(reading.framer.data.strip(b"\r\n"))
             if reading.deadline <= now or not self.alive and not started:

@@ -118,7 +118,8 @@ def cmd_server(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     return serve({**overrides(args), **extra, "AUTO_UPGRADE": False}, cfg["BIND"], cfg["WORKERS"],
-                 getattr(args, "config", None), threads=cfg["THREADS"], limits=RequestLimits.from_config(cfg))
+                 getattr(args, "config", None), threads=cfg["THREADS"], limits=RequestLimits.from_config(cfg),
+                 heap_idle_trim_s=cfg["HEAP_IDLE_TRIM_S"])
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:

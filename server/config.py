@@ -49,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "THREADS": 4,  # threads per worker (requests waiting on the database overlap)
     "HEADER_TIMEOUT_S": 10,  # a request's line and headers must arrive within this (else 408, closed)
     "BODY_TIMEOUT_S": 30,  # its body within this after the headers; also a response's longest send stall
+    "HEAP_IDLE_TRIM_S": 10,  # a worker idle this long gives its freed heap back (0: keeps up to 1 GiB)
     "WEB_DIR": "",  # empty: the repository's `web/` folder
     "LOG_LEVEL": "INFO",
 }

@@ -16,7 +16,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def serve(overrides: dict[str, Any], bind: str, workers: int, config_file: str | None = None,
-          threads: int = 4, limits: RequestLimits | None = None) -> int:
+          threads: int = 4, limits: RequestLimits | None = None, heap_idle_trim_s: float = 0.0) -> int:
     """Serve `create_app(overrides)` with gunicorn and BufferingWorker; returns when stopped."""
     from gunicorn.app.base import BaseApplication
 
@@ -47,7 +47,8 @@ def serve(overrides: dict[str, Any], bind: str, workers: int, config_file: str |
             # Requests are read whole by the worker's event loop before a thread serves them:
             # slow clients cost no thread (server/buffering_worker.py).
             self.cfg.set("worker_class", type("HotpathWorker", (BufferingWorker,),
-                                              {"limits": limits or RequestLimits()}))
+                                              {"limits": limits or RequestLimits(),
+                                               "heap_idle_trim_s": heap_idle_trim_s}))
             self.cfg.set("threads", max(1, threads))
             self.cfg.set("timeout", 120)
             self.cfg.set("graceful_timeout", 10)

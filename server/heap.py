@@ -1,5 +1,6 @@
-"""How a server worker manages its memory: a heap that keeps freed pages for the next query, and a
-garbage collector that does not rescan the worker's long-lived caches on every full collection."""
+"""How a server worker manages its memory: a heap that keeps freed pages for the next query while
+queries keep coming, gives them back once the worker is idle, and a garbage collector that does not
+rescan the worker's long-lived caches on every full collection."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Callable
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 KEEP_FREED_HEAP_BYTES = 1 << 30
+TRIM_AT_LEAST_EVERY_S = 60.0  # also when idle without requests: the maintenance thread allocates too
 FREEZE_EVERY_S = 10.0
 THAW_EVERY = 60  # freezes; with FREEZE_EVERY_S, cyclic garbage among frozen objects lives <= 10 min
 
@@ -21,7 +23,7 @@ def keep_freed_memory() -> None:
     glibc mmaps each big array (a day-long flame graph merges hundreds of MB) and unmaps it when
     freed, so every query faults its pages in afresh; in this VM that doubled the CPU time of
     every other 24 h query (0.96 s vs 1.89 s, measured). Cost: a worker keeps up to 1 GiB of
-    freed heap resident for its next query."""
+    freed heap resident for its next query, until IdleTrim gives it back."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         mallopt = libc.mallopt
@@ -29,6 +31,49 @@ def keep_freed_memory() -> None:
         return  # not glibc
     mallopt(M_MMAP_MAX, 0)
     mallopt(M_TRIM_THRESHOLD, KEEP_FREED_HEAP_BYTES)
+
+
+def _malloc_trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: its heap was not told to keep freed pages either
+
+
+class IdleTrim:
+    """Give the worker's freed heap back to the system once it has served no request for `idle_s`.
+
+    Queries that follow each other keep the heap keep_freed_memory() holds for them (their speed);
+    an idle worker shrinks to what it uses (workers sat at 0.9-1.1 GB RSS after large queries,
+    issue 15). A query after an idle spell faults its pages in afresh. `idle_s` 0: never trim."""
+
+    def __init__(self, idle_s: float, clock: Callable[[], float] = time.monotonic,
+                 trim: Callable[[], None] = _malloc_trim) -> None:
+        self.idle_s = idle_s
+        self.clock = clock
+        self.trim = trim
+        self.last_request = self.last_trim = clock()
+        self.dirty = False
+        self.trims = 0
+
+    def request_done(self) -> None:
+        self.last_request = self.clock()
+        self.dirty = True
+
+    def tick(self, busy: int) -> bool:
+        """Trim if due (`busy`: requests in flight); True if it trimmed. Meant for the worker's loop."""
+        if self.idle_s <= 0 or busy:
+            return False
+        now = self.clock()
+        if now - self.last_request < self.idle_s:
+            return False
+        if not self.dirty and now - self.last_trim < TRIM_AT_LEAST_EVERY_S:
+            return False
+        self.trim()
+        self.dirty = False
+        self.last_trim = now
+        self.trims += 1
+        return True
 
 
 class GcPolicy:
