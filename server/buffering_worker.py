@@ -32,6 +32,7 @@ from server.request_framing import Framed, RequestFramer
 MAX_HEADER_BYTES = 64 * 1024  # request line + headers; nginx's default allows 32 KiB
 _RECV = 256 * 1024
 _SWEEP_EVERY_S = 0.25
+_LINGER_S = 2.0  # as gunicorn's close_graceful
 
 
 @dataclass(frozen=True)
@@ -48,12 +49,13 @@ class RequestLimits:
 
 
 class _Reading:
-    __slots__ = ("conn", "deadline", "framer")
+    __slots__ = ("conn", "deadline", "framer", "gone")
 
     def __init__(self, conn: Any, framer: RequestFramer, deadline: float) -> None:
         self.conn = conn
         self.framer = framer
         self.deadline = deadline
+        self.gone = False  # the client closed before its request was whole
 
 
 def _reply(status: int, reason: str, message: str) -> bytes:
@@ -74,6 +76,7 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
         if self.cfg.is_ssl:
             raise RuntimeError("BufferingWorker does not terminate TLS: put a TLS proxy in front")
         self.reading: dict[Any, _Reading] = {}
+        self.lingering: dict[Any, float] = {}  # closed connections draining the client's last bytes
         self.busy = 0  # requests handed to the thread pool and not finished
         self.next_sweep = 0.0
         self.idle_trim = IdleTrim(self.heap_idle_trim_s)
@@ -92,33 +95,43 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
         held = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
         reading = _Reading(conn, RequestFramer(MAX_HEADER_BYTES, self.limits.max_body_bytes, held),
                            time.monotonic() + self.limits.header_timeout_s)
-        if reading.framer.state is Framed.MORE:
-            conn.sock.setblocking(False)
+        conn.sock.setblocking(False)
+        # Most requests are already in the socket buffer: read before waiting on the poller.
+        if reading.framer.state is Framed.MORE and self._read(reading) is None:
             self.reading[conn] = reading
             self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, reading))
         else:
-            self._framed(reading)
+            self._done_reading(reading)
 
     def _on_readable(self, reading: _Reading, _sock: Any) -> None:
+        if self._read(reading) is not None:
+            self._stop_reading(reading)
+            self._done_reading(reading)
+
+    def _read(self, reading: _Reading) -> bool | None:
+        """Receive what is there: None to wait for more, True once framed, False if the client left."""
         conn, framer = reading.conn, reading.framer
         try:
             piece = conn.sock.recv(_RECV)
         except BlockingIOError:
-            return
+            return None
         except OSError:
             piece = b""
         if not piece:
-            self._stop_reading(reading)
-            self._drop(conn)
-            return
+            reading.gone = True
+            return False
         had_headers = framer.headers_done
         state = framer.feed(piece)
         if framer.headers_done and not had_headers:
             reading.deadline = time.monotonic() + self.limits.body_timeout_s
             if framer.expects_continue and state is Framed.MORE:
                 self._send_quietly(conn, b"HTTP/1.1 100 Continue\r\n\r\n")
-        if state is not Framed.MORE:
-            self._stop_reading(reading)
+        return None if state is Framed.MORE else True
+
+    def _done_reading(self, reading: _Reading) -> None:
+        if reading.gone:
+            self._drop(reading.conn)
+        else:
             self._framed(reading)
 
     def _framed(self, reading: _Reading) -> None:
@@ -133,11 +146,12 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
             return
         data = framer.without_expect_continue() if framer.expects_continue else bytes(framer.data)
         conn.sock.setblocking(True)
-        # The thread never waits on a client for a whole request (it is buffered); these bound a
-        # client that stops reading its response, or a request framed differently by the parser.
-        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self.stall)
-        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.stall)
-        conn.init()
+        if not conn.initialized:
+            # The thread never waits on a client for a whole request (it is buffered); these bound a
+            # client that stops reading its response, or a request framed differently by the parser.
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self.stall)
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.stall)
+            conn.init()
         conn.parser.unreader.unread(data)
         conn.data_ready = True
         self.busy += 1
@@ -148,7 +162,38 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
     def finish_request(self, conn: Any, fs: Any) -> None:
         self.busy -= 1
         self.idle_trim.request_done()
-        super().finish_request(conn, fs)
+        if fs.cancelled() or fs.exception() is not None or fs.result():
+            super().finish_request(conn, fs)  # kept alive (or failed: closed at once)
+            return
+        # gunicorn closes "gracefully" here, in this loop: it waits up to 2 s for the client to
+        # close its side, and every connection of the worker waits with it. Linger in the loop instead.
+        self.nr_conns -= 1
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+            conn.sock.setblocking(False)
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_lingering, conn))
+        except OSError:
+            conn.close()
+            return
+        self.lingering[conn] = time.monotonic() + _LINGER_S
+
+    def _on_lingering(self, conn: Any, _sock: Any) -> None:
+        try:
+            if conn.sock.recv(_RECV):
+                return  # a client still sending: drained, up to the linger deadline
+        except BlockingIOError:
+            return
+        except OSError:
+            pass
+        self._end_linger(conn)
+
+    def _end_linger(self, conn: Any) -> None:
+        del self.lingering[conn]
+        try:
+            self.poller.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        conn.close()
 
     def murder_pending(self) -> None:
         """Close connections past their header or body deadline, trim an idle heap (every loop turn,
@@ -159,6 +204,8 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
             return
         self.next_sweep = now + _SWEEP_EVERY_S
         self.idle_trim.tick(self.busy)
+        for conn in [c for c, deadline in self.lingering.items() if deadline <= now]:
+            self._end_linger(conn)
         for reading in list(self.reading.values()):
             started = bool(reading.framer.data.strip(b"\r\n"))
             if reading.deadline <= now or not self.alive and not started:

@@ -50,6 +50,10 @@ def serve(overrides: dict[str, Any], bind: str, workers: int, config_file: str |
                                               {"limits": limits or RequestLimits(),
                                                "heap_idle_trim_s": heap_idle_trim_s}))
             self.cfg.set("threads", max(1, threads))
+            # One thread: no keep-alive, as gunicorn's sync worker had it. A worker accepts only
+            # while a thread is free, so with each request on a new connection a few busy clients
+            # spread over every worker instead of staying on the one that accepted them.
+            self.cfg.set("keepalive", 0 if threads <= 1 else 2)
             self.cfg.set("timeout", 120)
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("accesslog", None)

@@ -162,3 +162,23 @@ def test_chunked_pipelined_and_expect_continue(server: str) -> None:
     assert got.startswith(b"HTTP/1.1 200"), got
     assert b"100 Continue" not in got  # not a second time from the parser
     s.close()
+
+
+def test_clients_that_never_close_do_not_stall_the_worker(server: str) -> None:
+    """gunicorn's own close waits up to 2 s in the event loop for each such client to close."""
+    silent = []
+    for _ in range(5):
+        s = _connect(server)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        silent.append(s)  # never read, never closed
+    try:
+        time.sleep(0.3)
+        started = time.monotonic()
+        conn = http.client.HTTPConnection(*server.split(":"), timeout=15)
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().status == 200
+        conn.close()
+        assert time.monotonic() - started < 1.0
+    finally:
+        for s in silent:
+            s.close()
