@@ -112,16 +112,15 @@ def convert(st: _State, signal: bool, counts: Counter[str]) -> tuple[int, int, i
     return cfa_off, 0, cfa_rule, RBP_UNSUPPORTED
 
 
-def _execute(code: bytes, st: _State, init: _State | None, cie: Cie, fde: Fde | None, loc: int,
-             rows: list[Row], counts: Counter[str], memo: RowMemo | None = None) -> bool:
-    """Run `code` on `st`. For an FDE (`fde` given) rows are appended at each advance; `init` is
+def _execute(code: bytes, pos: int, end: int, st: _State, init: _State | None, cie: Cie, fde: Fde | None,
+             loc: int, rows: list[Row], counts: Counter[str], memo: RowMemo | None = None) -> bool:
+    """Run code[pos:end] on `st`. For an FDE (`fde` given) rows are appended at each advance; `init` is
     the CIE's state (for DW_CFA_restore). False when the program stopped on something it cannot
     decode (an UNSUPPORTED row then covers the rest)."""
     code_align, data_align, ra_reg, signal = cie.code_align, cie.data_align, cie.ra_reg, cie.signal_frame
     row = (memo or RowMemo()).row
     pc_end = fde.pc_end if fde else 0
     stack: list[_State] = []
-    pos, end = 0, len(code)
     try:
         while pos < end:
             op = code[pos]
@@ -277,7 +276,7 @@ class CieStates:
         if key not in self._states:
             st = _State()
             try:
-                _execute(fde.cie.initial, st, None, fde.cie, None, 0, [], Counter())
+                _execute(fde.cie.initial, 0, len(fde.cie.initial), st, None, fde.cie, None, 0, [], Counter())
                 self._states[key] = st
             except CfiFormatError:
                 self._states[key] = None
@@ -291,5 +290,6 @@ def fde_rows(fde: Fde, cie_states: CieStates, counts: Counter[str]) -> list[Row]
         counts["cfi_bad_cie_instructions"] += 1
         return [(fde.pc_begin, 0, 0, CFA_UNSUPPORTED, RBP_UNSUPPORTED)]
     rows: list[Row] = []
-    _execute(fde.instructions, init.copy(), init, fde.cie, fde, fde.pc_begin, rows, counts, cie_states.memo)
+    _execute(fde.section, fde.start, fde.end, init.copy(), init, fde.cie, fde, fde.pc_begin, rows, counts,
+             cie_states.memo)
     return rows

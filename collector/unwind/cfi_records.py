@@ -110,10 +110,15 @@ class Cie:
 
 @dataclass(frozen=True, slots=True)
 class Fde:
+    """An FDE whose instructions are section[start:end] (offsets into the one shared buffer:
+    libLLVM has 95k FDEs, and a copy of each one's bytes doubled the compile's peak memory)."""
+
     pc_begin: int
     pc_end: int
     cie: Cie
-    instructions: bytes
+    section: bytes
+    start: int
+    end: int
 
 
 def _parse_cie(buf: bytes, pos: int, end: int, is_eh: bool, sec_vaddr: int) -> Cie:
@@ -245,7 +250,7 @@ def iter_fdes(buf: bytes, sec_vaddr: int, is_eh: bool, counts: Counter[str]) -> 
         elif pos_end > 0xFFFFFFFF:
             counts["cfi_pc_beyond_4g"] += 1
         else:
-            yield Fde(pc_begin, pos_end, cie, bytes(buf[pos:end]))
+            yield Fde(pc_begin, pos_end, cie, buf, pos, end)
         pos = end
 
 
