@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -98,6 +99,20 @@ def compile_times(rounds: int) -> None:
                   f"{b * 1000:.0f} ms (x{c / b:.2f}); from disk cache {w * 1000:.1f} ms (x{w / c:.3f} of cold)")
 
 
+def peak_compile_memory(path: str) -> None:
+    """Peak RSS of compiling one (large) file in a fresh interpreter, against importing alone."""
+    code = "import sys; from collector.unwind.compiler import compile_file; compile_file(sys.argv[1])"
+    base = "import sys; import collector.unwind.compiler"
+    root = str(Path(__file__).resolve().parent.parent)
+    peaks = []
+    for snippet in (base, code):
+        out = subprocess.run(["/usr/bin/time", "-f", "%M", sys.executable, "-c", snippet, path], cwd=root,
+                             capture_output=True, text=True, check=True)
+        peaks.append(int(out.stderr.strip().splitlines()[-1]))
+    print(f"peak RSS compiling {path} ({os.path.getsize(path) >> 20} MiB): {peaks[1] / 1024:.0f} MiB "
+          f"(+{(peaks[1] - peaks[0]) / 1024:.0f} MiB over importing the compiler)")
+
+
 def host_memory(capacity: int) -> None:
     print("== table manager with every process on this host ==")
     pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
@@ -133,9 +148,13 @@ def host_memory(capacity: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--capacity", type=int, default=2_000_000, help="row store capacity (rows)")
+    ap.add_argument("--capacity", type=int, default=4_000_000, help="row store capacity (rows)")
+    ap.add_argument("--large", default="/usr/lib/x86_64-linux-gnu/libLLVM-14.so.1",
+                    help="a large library for the compile's peak memory (BCC's LLVM: the agent's loader maps it)")
     args = ap.parse_args()
     compile_times(args.rounds)
+    if os.path.exists(args.large) and os.path.exists("/usr/bin/time"):
+        peak_compile_memory(args.large)
     host_memory(args.capacity)
 
 
