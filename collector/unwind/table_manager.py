@@ -265,6 +265,22 @@ class TableManager:
         except UnwindCompileError:
             return TableKey.for_file(st)
 
+    def prioritize(self, pid: int) -> int:
+        """Load `pid`'s pending tables first (its stacks ended with HP_END_PENDING: it is being
+        sampled now). Returns how many were moved to the front."""
+        with self._lock:
+            proc = self.procs.get(pid)
+            if proc is None:
+                return 0
+            mine = {id(t) for _, t in proc.maps if t is not None and t.state == PENDING}
+            if not mine:
+                return 0
+            front = [t for t in self._queue if id(t) in mine]
+            rest = [t for t in self._queue if id(t) not in mine]
+            self._queue = deque(front + rest)
+            self._wake.set()
+            return len(front)
+
     def pending(self) -> int:
         with self._lock:
             return sum(1 for t in self._queue if t.state == PENDING and self.tables.get(t.key) is t)

@@ -243,3 +243,25 @@ def test_copies_without_build_id_share_one_table(tmp_path) -> None:
         for p in procs:
             p.kill()
             p.wait()
+
+
+def test_prioritize_loads_a_sampled_process_first(tmp_path, sleepers) -> None:
+    fake = FakeMaps(400_000)
+    mgr = TableManager(fake, TableCache(None), 400_000)
+    shell = subprocess.Popen(["/usr/bin/bash", "-c", "read x"], stdin=subprocess.PIPE)
+    try:
+        for _ in range(200):
+            info = capture(shell.pid)
+            if info and any(m.path.endswith("libc.so.6") for m in info.maps):
+                break
+            time.sleep(0.01)
+        mgr.update_process(sleepers[0].pid, capture(sleepers[0].pid).maps)
+        mgr.update_process(shell.pid, info.maps)
+        assert mgr.prioritize(shell.pid) >= 1
+        mgr.load_pending(budget_s=0)  # nothing loads with no budget...
+        first = mgr._queue[0]
+        assert shell.pid in first.users  # ...but bash's own tables are next in line
+        assert mgr.prioritize(12345678) == 0
+    finally:
+        shell.kill()
+        shell.wait()
