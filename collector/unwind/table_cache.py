@@ -123,8 +123,12 @@ class TableCache:
         self.max_bytes = max_bytes
         self.stats: Counter[str] = Counter()
         if self.dir is not None:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self._drop_other_versions()
+            try:  # only we write here: a table is trusted once its checks pass
+                self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self._drop_other_versions()
+            except OSError:
+                self.stats["cache_dir_unusable"] += 1  # compile every time; the agent keeps going
+                self.dir = None
 
     def _path(self, key: TableKey) -> Path | None:
         if self.dir is None or not _NAME.match(key.name):

@@ -265,3 +265,13 @@ def test_prioritize_loads_a_sampled_process_first(tmp_path, sleepers) -> None:
     finally:
         shell.kill()
         shell.wait()
+
+
+def test_cache_dir_that_cannot_be_created_means_no_disk_cache(tmp_path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    cache = TableCache(blocker / "unwind-tables")  # a path below a regular file
+    assert cache.dir is None and cache.stats["cache_dir_unusable"] == 1
+    table = compile_file("/usr/bin/gzip")
+    cache.store(TableKey.for_build_id(table.build_id), table)
+    assert cache.load(TableKey.for_build_id(table.build_id)) is None
