@@ -39,6 +39,7 @@ QUERIES = {
     "flame, regex 10 hosts": ("/api/v1/flamegraph", {"query": 'cpu{host=~"h-0004[0-9]"}'}),
     "series, one host": ("/api/v1/series", {"query": 'cpu{host="h-00042"}'}),
     "series group_by=host, all": ("/api/v1/series", {"query": "cpu{}", "group_by": "host"}),
+    "label values of service": ("/api/v1/labels/service/values", {}),
 }
 
 

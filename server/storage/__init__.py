@@ -20,6 +20,7 @@ from server.models import batches, sample_labels, series
 from server.storage import ingest as _ingest
 from server.storage import query as _query
 from server.storage import rollup as _rollup
+from server.storage import series_index
 from server.storage.dictionary import Dictionary
 from server.storage.partitions import Partitions
 
@@ -97,7 +98,7 @@ class Storage:
 
     def profile_types(self) -> list[dict[str, str]]:
         with db.read(self.engine) as conn:
-            rows = conn.execute(select(series.c.profile_type, series.c.sample_types)).all()
+            rows = conn.execute(select(series.c.profile_type, series.c.sample_types).distinct()).all()
         out = {name: unit for name, unit in BUILTIN_TYPES}
         for ptype, types in rows:
             if ptype not in out:
@@ -107,8 +108,7 @@ class Storage:
     def label_names(self, t0: int, t1: int) -> list[str]:
         names: set[str] = set()
         with db.read(self.engine) as conn:
-            for s in _query.load_series(conn, None, t0, t1):
-                names.update(s.labels)
+            names.update(series_index.label_names(conn, t0, t1))
             names.update(conn.execute(select(sample_labels.c.name).distinct().where(
                 sample_labels.c.last_seen >= t0 - 3600)).scalars())
         return sorted(names)
@@ -118,11 +118,11 @@ class Storage:
         values: set[str] = set()
         with db.read(self.engine) as conn:
             ptype = selector.profile_type if selector and selector.profile_type else None
-            found = (_query.matching_series(conn, selector, ptype, t0, t1) if selector
-                     else [(s, []) for s in _query.load_series(conn, ptype, t0, t1)])
-            for s, _rest in found:
-                if name in s.labels:
-                    values.add(s.labels[name])
+            if selector:
+                values.update(s.labels[name] for s, _rest in _query.matching_series(conn, selector, ptype, t0, t1)
+                              if name in s.labels)
+            else:
+                values.update(series_index.label_values(conn, name, t0, t1, limit))
             query = select(sample_labels.c.value).where(sample_labels.c.name == name,
                                                         sample_labels.c.last_seen >= t0 - 3600)
             values.update(conn.execute(query.limit(limit)).scalars())

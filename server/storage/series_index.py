@@ -164,3 +164,21 @@ def matching_series(conn: Connection, selector: Selector, profile_type: str | No
         if ok:
             out.append((s, rest))
     return out
+
+
+def _alive(t0: int, t1: int) -> Any:
+    return (series.c.first_seen <= t1) & (series.c.last_seen >= t0 - HOUR)
+
+
+def label_names(conn: Connection, t0: int, t1: int) -> list[str]:
+    """Names of the series labels of series alive in [t0, t1), from the index (no series JSON read)."""
+    sl = series_labels.c
+    query = select(sl.name).distinct().join_from(series_labels, series, series.c.id == sl.series_id)
+    return [str(n) for n in conn.execute(query.where(_alive(t0, t1))).scalars()]
+
+
+def label_values(conn: Connection, name: str, t0: int, t1: int, limit: int) -> list[str]:
+    """Values of series label `name` among series alive in [t0, t1), from the index."""
+    sl = series_labels.c
+    query = select(sl.value).distinct().join_from(series_labels, series, series.c.id == sl.series_id)
+    return [str(v) for v in conn.execute(query.where(sl.name == name, _alive(t0, t1)).limit(limit)).scalars()]
