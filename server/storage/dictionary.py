@@ -191,10 +191,14 @@ class Dictionary:
             return
         fresh = dict(a.new_functions.values())
         known = self.function_hashes
-
-        def hash_of(fid: int) -> bytes:
-            h = fresh.get(fid)
-            return h if h is not None else known[fid]
+        # Read into a dict of this call's own: another request's `committed` may empty the bounded
+        # cache at any time, and the hashes it no longer holds are read back from the table.
+        by_fid = {f: fresh.get(f) or known.get(f) for f in set(a.fids)}
+        gone = sorted(f for f, h in by_fid.items() if h is None and f is not None)
+        for i in range(0, len(gone), CHUNK):
+            query = select(functions.c.id, functions.c.hash).where(functions.c.id.in_(gone[i:i + CHUNK]))
+            by_fid.update((int(f), bytes(h)) for f, h in conn.execute(query))
+        hash_of = by_fid.__getitem__
 
         new: dict[bytes, tuple[tuple[int, ...], bytes]] = {}
         for key, sid in zip(a.stack_keys, a.stack_ids):

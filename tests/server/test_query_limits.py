@@ -233,3 +233,31 @@ def test_group_by_is_capped_with_other(client: Any, tokens: dict[str, str], flee
     assert series_total(doc) == whole
     few = get(client, tokens, "/api/v1/series", group_by="host", **{**q, "query": 'cpu{host=~"h-00[12]"}'}).get_json()
     assert few["groups"] == {"total": 2, "shown": 2, "other": 0} and len(few["series"]) == 2
+
+
+def test_write_cache_emptied_between_plan_and_fill(migrated_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bounded cache emptied by another request between `plan` and `fill` once made `fill` raise
+    KeyError (a 500 for the batch); the hashes it lost are read back from the table."""
+    from server.storage import Storage
+    from server.storage.dictionary import Dictionary, stack_hash
+
+    storage = Storage(db.make_engine(migrated_url), cache_entries=4)
+    now = time.time()
+    storage.ingest(cpu_profile({"main;kf;a": 1}, at=now - 5), {"service": "kf"})
+    original = Dictionary.fill
+
+    def emptied_first(self: Dictionary, conn: Any, a: Any, stacks_in: Any) -> None:
+        self.function_hashes.clear()  # what a concurrent `committed` over the limit does
+        original(self, conn, a, stacks_in)
+
+    monkeypatch.setattr(Dictionary, "fill", emptied_first)
+    stored = storage.ingest(cpu_profile({"main;kf;b": 2, "main;kf": 1}, at=now - 4), {"service": "kf"})
+    assert stored.status == "stored"
+    with db.read(storage.engine) as conn:
+        rows = conn.execute(text("SELECT hash, function_ids FROM stacks")).all()
+        fhash = dict(conn.execute(text("SELECT id, hash FROM functions")).all())
+    from server.storage.dictionary import unpack_function_ids
+
+    for h, packed in rows:  # every stack's content hash is the one its functions give
+        assert bytes(h) == stack_hash(bytes(fhash[f]) for f in unpack_function_ids(bytes(packed)))
+    storage.engine.dispose()
