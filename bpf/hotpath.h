@@ -2,10 +2,12 @@
  *
  * Only uapi types and tracepoint arguments are used: the kernel headers on the build hosts may be
  * from another kernel, so no kernel struct layout may leak in here.
- * Keep `struct hp_key` in sync with collector/bpf_loader.py (BCC reads the layout from the map).
+ * Python reads these layouts through collector/bpf_abi.py (checked by tests/collector/test_bpf_abi.py).
  */
 #ifndef HOTPATH_H
 #define HOTPATH_H
+
+#include "hp_unwind.h"
 
 #ifndef HP_COMM_LEN
 #define HP_COMM_LEN 16
@@ -170,7 +172,7 @@ struct hp_key {
     __s32 user_err;           /* negative errno when the user stack was missed */
     __s32 kernel_err;
     __u32 stack_map;          /* which stack map (0/1) the hashes refer to */
-    __u32 pad;
+    __u32 user_end;           /* why the user-stack walk ended (HP_END_*, hp_unwind.h) */
     char comm[HP_COMM_LEN];
 };
 

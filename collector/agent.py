@@ -184,7 +184,8 @@ class Agent:
 def run_agent(config: AgentConfig, stop: threading.Event | None = None,
               out: Callable[[str], None] | None = None) -> int:
     """Run the real collector (BPF + /proc + HTTP) until SIGTERM/SIGINT or `stop` is set."""
-    from collector.bpf_loader import BccSource, PendingLoad
+    from collector.bpf_loader import PendingLoad
+    from collector.bpf_source import BccSource
     from collector.processes import ProcessTracker
 
     started = time.monotonic()

@@ -1,91 +1,31 @@
-"""Load Hotpath's BPF programs with BCC and drain their maps; explain exactly what is missing.
+"""Load Hotpath's BPF programs with BCC in a short-lived subprocess and hand their fds over.
 
-BCC (libbcc with LLVM inside, ~100 MB mapped) is imported only by a short-lived loader
-subprocess: it compiles, loads and attaches, passes every fd that keeps the programs attached and
-the map fds to the agent over a Unix socket (SCM_RIGHTS), and exits. The agent reads the maps
-with raw bpf(2) calls (collector/bpfmaps.py); closing its fds detaches everything.
+BCC (libbcc with LLVM inside, ~100 MB mapped) is imported only by the loader subprocess: it
+compiles, loads and attaches, passes every fd that keeps the programs attached and the map fds to
+the agent over a Unix socket (SCM_RIGHTS), and exits. The agent reads the maps with raw bpf(2)
+calls (collector/bpfmaps.py, drained by collector/bpf_source.py); closing its fds detaches
+everything. Checks before loading live in collector/bpf_preflight.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
-import logging
 import os
 import platform
 import socket
-import struct
 import subprocess
 import sys
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from collector.bpfmaps import BpfMap, percpu_u64_sum, possible_cpus
-from collector.source import STACK_STALE, RawCount, RawDrain
+from collector.bpf_abi import BPF_DIR
+from collector.bpf_preflight import LoaderError, _headers_hint, import_bcc, preflight
+from collector.bpfmaps import BpfMap, possible_cpus
 
-log = logging.getLogger("hotpath.collector.bpf")
-BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 BPF_SOURCE = BPF_DIR / "hotpath.bpf.c"
-TRACEFS = Path("/sys/kernel/tracing")
-STAT_NAMES = ("idle_samples", "map_full_drops", "threads_map_full", "stale_stacks", "bpf_samples",
-              "short_blocks", "sampled_out_spans", "lost_offcpu_spans", "sampled_spans")  # hotpath.h HP_STAT_*
 STACK_ENTRIES = 16384
-# Recycle a stack map generation once this share of its entries is in use.
-RECYCLE_FILL = 0.6
-# BPF programs run to completion with preemption off; this covers one already past the flip.
-FLIP_GRACE_S = 0.005
-
-
-class LoaderError(Exception):
-    """The BPF side cannot start; the message says what is missing and the command that fixes it."""
-
-
-def _headers_hint(release: str) -> str:
-    return (
-        f"kernel headers for {release} not found (/lib/modules/{release}/build). Fix: "
-        "`bash scripts/setup.sh`, or `apt-get install -y linux-headers-amd64` then "
-        f"`mkdir -p /lib/modules/{release} && "
-        f"ln -sfn /usr/src/linux-headers-<ver>-amd64 /lib/modules/{release}/build && "
-        f"ln -sfn /usr/src/linux-headers-<ver>-common /lib/modules/{release}/source`"
-    )
-
-
-def preflight(release: str | None = None) -> None:
-    """Check root, BPF, tracefs, headers and lockdown; mount tracefs if needed. Raises LoaderError."""
-    release = release or platform.release()
-    if os.geteuid() != 0:
-        raise LoaderError("BPF needs root (CAP_BPF + CAP_PERFMON + CAP_SYS_ADMIN): run with sudo, "
-                          "or in a privileged container with `pid: host`")
-    if not Path("/sys/kernel/btf").exists() and not Path("/proc/sys/kernel/bpf_stats_enabled").exists():
-        raise LoaderError("this kernel has no BPF syscall support (CONFIG_BPF_SYSCALL): "
-                          "use a kernel built with CONFIG_BPF_SYSCALL and CONFIG_BPF_EVENTS")
-    lockdown = Path("/sys/kernel/security/lockdown")
-    if lockdown.exists() and "[confidentiality]" in lockdown.read_text():
-        raise LoaderError("kernel lockdown is in confidentiality mode, which forbids BPF reads of "
-                          "kernel memory: boot with `lockdown=integrity` (or disable Secure Boot lockdown)")
-    if not (TRACEFS / "events").is_dir():
-        result = subprocess.run(["mount", "-t", "tracefs", "tracefs", str(TRACEFS)],
-                                capture_output=True, text=True, check=False)
-        if result.returncode != 0 or not (TRACEFS / "events").is_dir():
-            raise LoaderError(f"tracefs is not mounted and mounting failed ({result.stderr.strip()}): "
-                              f"run `mount -t tracefs tracefs {TRACEFS}` (in a container, mount "
-                              "/sys/kernel/tracing from the host)")
-    if not Path(f"/lib/modules/{release}/build").exists():
-        raise LoaderError(_headers_hint(release))
-
-
-def import_bcc() -> Any:
-    try:
-        import bcc
-    except ImportError as exc:
-        raise LoaderError("BCC's Python bindings are missing: `apt-get install -y bpfcc-tools "
-                          "python3-bpfcc libbpfcc` and make /usr/lib/python3/dist-packages "
-                          f"importable (scripts/setup.sh does both) ({exc})") from exc
-    return bcc
 
 
 def build_cflags(offcpu: bool, min_block_ns: int, pids: Iterable[int] | None,
@@ -109,10 +49,6 @@ def build_cflags(offcpu: bool, min_block_ns: int, pids: Iterable[int] | None,
 # Maps the agent reads or writes; the others (scratch, threads, ...) only matter to the programs.
 AGENT_MAPS = ("control", "stats", "pid_filter", "stacks0", "stacks1", "cpu_counts0", "cpu_counts1",
               "offcpu_counts0", "offcpu_counts1")
-# struct hp_key and struct hp_stack of bpf/hotpath.h (x86_64, natural alignment).
-HP_KEY = struct.Struct("<IIQQQiiII16s")
-HP_MAX_DEPTH = 127
-HP_STACK_SIZE = 8 + 8 * HP_MAX_DEPTH
 SCM_MAX_FDS = 250  # the kernel's limit per SCM_RIGHTS message is 253
 LOAD_TIMEOUT_S = 300.0
 
@@ -272,149 +208,14 @@ def load_programs(frequency: int, offcpu: bool, min_block_ns: int, pids: Iterabl
     return PendingLoad(frequency, offcpu, min_block_ns, pids, offcpu_kernel_stacks).result(timeout_s)
 
 
-class BccSource:
-    """The real stack source: on-CPU perf events on every CPU plus the sched_switch tracepoint.
-
-    Loaded by `load_programs` (BCC in a subprocess); drained here with raw bpf(2) calls."""
-
-    def __init__(self, frequency: int = 19, offcpu: bool = True, min_block_ns: int = 1_000_000,
-                 pids: Iterable[int] | None = None, clock_ns: Any = time.time_ns,
-                 offcpu_kernel_stacks: bool = False, pending: PendingLoad | None = None) -> None:
-        self.frequency = frequency
-        self.offcpu = offcpu
-        self._clock_ns = clock_ns
-        if pending is None:
-            pending = PendingLoad(frequency, offcpu, min_block_ns, pids, offcpu_kernel_stacks)
-        self._loaded = pending.result()
-        self._maps = self._loaded.maps
-        try:
-            self._check_layout()
-        except LoaderError:
-            self._loaded.close()
-            raise
-        self._buffer = 0
-        self._gen = 0
-        self._stack_cache: dict[tuple[int, int], tuple[int, ...]] = {}  # (map, hash) -> ips
-        self._ids_in_gen: set[int] = set()
-        self._last_ns = clock_ns()
-        self._stats_prev = [0] * len(STAT_NAMES)
-
-    def _check_layout(self) -> None:
-        """The structs are decoded by hand: refuse maps whose sizes disagree with bpf/hotpath.h."""
-        want = {"cpu_counts0": (HP_KEY.size, 8), "stacks0": (8, HP_STACK_SIZE), "control": (4, 8),
-                "stats": (4, 8)}
-        if self.offcpu:
-            want["offcpu_counts0"] = (HP_KEY.size, 8)
-        for name, sizes in want.items():
-            m = self._maps.get(name)
-            if m is None:
-                raise LoaderError(f"the BPF program has no map {name!r}")
-            if (m.key_size, m.value_size) != sizes:
-                raise LoaderError(f"map {name!r} has key/value sizes {(m.key_size, m.value_size)}, "
-                                  f"collector expects {sizes}: bpf/hotpath.h and collector/bpf_loader.py "
-                                  "disagree")
-
-    # -- draining ----------------------------------------------------------------------------
-    def _set_control(self, slot: int, value: int) -> None:
-        self._maps["control"].update(struct.pack("<i", slot), struct.pack("<Q", value))
-
-    def _stack(self, map_index: int, stack_hash: int, err: int) -> tuple[tuple[int, ...], int]:
-        """Addresses (leaf first) of a stored stack, or () and the error (negative errno)."""
-        if err < 0:
-            return (), err
-        if stack_hash == 0:
-            return (), 0  # an empty stack: user-mode sample (kernel side) or kernel thread
-        key = (map_index, stack_hash)
-        cached = self._stack_cache.get(key)
-        if cached is None:
-            raw = self._maps[f"stacks{map_index}"].lookup(struct.pack("<Q", stack_hash))
-            if raw is None:
-                return (), -errno.ENOENT
-            n = min(struct.unpack_from("<Q", raw)[0], HP_MAX_DEPTH)
-            cached = struct.unpack_from(f"<{n}Q", raw, 8)
-            self._stack_cache[key] = cached
-            if map_index == (self._gen & 1):
-                self._ids_in_gen.add(stack_hash)
-        return cached, 0
-
-    def _read_counts(self, name: str) -> list[RawCount]:
-        table = self._maps[name]
-        # Read, then delete exactly what was read: the buffer is inactive, and an increment from a
-        # program still running past the flip stays for the next read of this buffer instead of
-        # being cleared unread. (Lookup-and-delete batch can fail mid-way with entries gone.)
-        items = table.items()
-        table.delete_keys([k for k, _ in items])
-        out: list[RawCount] = []
-        unpack_key = HP_KEY.unpack
-        for key, value in items:
-            tgid, tid, cgroup_id, user_stack, kernel_stack, user_err, kernel_err, stack_map, _, comm = \
-                unpack_key(key)
-            user, user_err = self._stack(stack_map, user_stack, user_err)
-            kernel, kernel_err = self._stack(stack_map, kernel_stack, kernel_err)
-            out.append(RawCount(
-                tgid=tgid, tid=tid, comm=comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
-                cgroup_id=cgroup_id, user=user, kernel=kernel, value=struct.unpack("<Q", value)[0],
-                user_error=user_err, kernel_error=kernel_err))
-        return out
-
-    def _read_stats(self) -> dict[str, int]:
-        table = self._maps["stats"]
-        now = [0] * len(STAT_NAMES)
-        for i in range(len(STAT_NAMES)):
-            raw = table.lookup(struct.pack("<i", i))
-            now[i] = percpu_u64_sum(raw) if raw is not None else 0
-        delta = {name: now[i] - self._stats_prev[i] for i, name in enumerate(STAT_NAMES)}
-        self._stats_prev = now
-        return delta
-
-    def _maybe_recycle_stacks(self, drain: RawDrain) -> None:
-        """Move to the other stack map when this one fills; clear that one first."""
-        full = any(c.user_error == -errno.ENOMEM or c.kernel_error == -errno.ENOMEM
-                   for c in drain.cpu + drain.offcpu)
-        if not full and len(self._ids_in_gen) < RECYCLE_FILL * STACK_ENTRIES:
-            return
-        new_gen = self._gen + 1
-        parity = new_gen & 1
-        self._maps[f"stacks{parity}"].clear()
-        self._stack_cache = {k: v for k, v in self._stack_cache.items() if k[0] != parity}
-        self._set_control(1, new_gen)
-        self._gen = new_gen
-        self._ids_in_gen = set()
-        drain.stats["stack_map_recycles"] = drain.stats.get("stack_map_recycles", 0) + 1
-
-    def drain(self) -> RawDrain:
-        """Flip the counts buffers, read and clear the inactive one, return its counts."""
-        old = self._buffer
-        self._buffer = 1 - old
-        self._set_control(0, self._buffer)
-        end_ns = self._clock_ns()
-        time.sleep(FLIP_GRACE_S)
-        drain = RawDrain(start_ns=self._last_ns, end_ns=end_ns)
-        self._last_ns = end_ns
-        drain.cpu = self._read_counts(f"cpu_counts{old}")
-        if self.offcpu:
-            drain.offcpu = self._read_counts(f"offcpu_counts{old}")
-        drain.stats = self._read_stats()
-        self._maybe_recycle_stacks(drain)
-        return drain
-
-    def close(self) -> None:
-        """Closing the last fds detaches the programs and frees the maps."""
-        self._loaded.close()
-
-
-def kernel_stack_is_missed(error: int) -> bool:
-    """-EFAULT on the kernel stack only means the sample hit user mode: not a missed stack."""
-    return error not in (0, -errno.EFAULT)
-
-
 __all__ = [
-    "STACK_STALE",
-    "BccSource",
+    "BPF_DIR",
+    "BPF_SOURCE",
+    "Loaded",
     "LoaderError",
     "PendingLoad",
     "build_cflags",
-    "kernel_stack_is_missed",
+    "import_bcc",
     "load_programs",
     "preflight",
 ]
@@ -422,4 +223,3 @@ __all__ = [
 
 if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--child":
     _child_main(int(sys.argv[2]), sys.argv[3])
-

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import TextIO
 
 from collector.batch import build_batch
-from collector.bpf_loader import BccSource, LoaderError
+from collector.bpf_loader import LoaderError
+from collector.bpf_source import BccSource
 from collector.processes import ProcessTracker
 from collector.symbolize.symbolizer import Symbolizer
 from profiler import folded, pprof

@@ -20,7 +20,7 @@ class Session:
     """One loaded BPF program set (99 Hz, off-CPU on) shared by the tests of this module."""
 
     def __init__(self) -> None:
-        from collector.bpf_loader import BccSource
+        from collector.bpf_source import BccSource
         from collector.processes import ProcessTracker
         from collector.symbolize.symbolizer import Symbolizer
 
