@@ -7,7 +7,7 @@ import { diffStats, classify, diffColor, summarize } from "./diff.js";
 import { FlameGraph } from "./render.js";
 import { Timeline } from "./timeline.js";
 import { fetchJSON, getSession, login, ApiError } from "./api.js";
-import { formatPct, toUnixSeconds } from "./format.js";
+import { formatPct, toUnixSeconds, timeError } from "./format.js";
 import * as V from "./views.js";
 import { suggest, clearCache } from "./autocomplete.js";
 
@@ -30,8 +30,53 @@ const swCallers = new FlameGraph($("sw-callers"), swHandlers(() => swData && swD
 const swCallees = new FlameGraph($("sw-callees"), swHandlers(() => swData && swData.callees));
 let swData = null;
 const timeline = new Timeline($("timeline"), {
-  onSelect: (a, b) => setState({ from: String(a), until: String(b), zoom: [], prefix: [] }),
+  onSelect: (a, b) => setState({ from: isoTime(a), until: isoTime(b), zoom: [], prefix: [] }),
 });
+
+/** A readable time the server parses back exactly (RFC 3339, whole seconds, UTC). */
+function isoTime(t) {
+  return new Date(Math.round(t) * 1000).toISOString().replace(".000Z", "Z");
+}
+
+// Fields whose errors are shown next to them (id of the input -> state key).
+const FIELDS = ["query", "from", "until", "rquery", "rfrom", "runtil"];
+
+/** Field -> message for the time fields of a state that the server would refuse. */
+function validate(s) {
+  const errs = {};
+  for (const k of ["from", "until"]) { const e = timeError(s[k]); if (e) errs[k] = e; }
+  if (s.view === "diff") {
+    for (const k of ["rfrom", "runtil"]) { if (s[k]) { const e = timeError(s[k]); if (e) errs[k] = e; } }
+  }
+  if (!errs.from && !errs.until && toUnixSeconds(s.from) >= toUnixSeconds(s.until)) errs.until = "until must be after from";
+  return errs;
+}
+
+function setFieldErrors(errs) {
+  for (const k of FIELDS) {
+    const box = $(`err-${k}`);
+    const msg = errs[k] || "";
+    box.textContent = msg;
+    box.hidden = !msg;
+    if (msg) $(k).setAttribute("aria-invalid", "true");
+    else $(k).removeAttribute("aria-invalid");
+  }
+}
+
+/** The field a server 400 message is about (its messages name the parameter), or "". */
+function fieldOfError(msg) {
+  if (/^bad selector in `(query|left)`/.test(msg)) return "query";
+  if (/^bad selector in `right`/.test(msg)) return "rquery";
+  if (/^(from\/until|left_from\/left_until):/.test(msg)) return "from";
+  if (/^right_from\/right_until:/.test(msg)) return "rfrom";
+  return "";
+}
+
+/** Keep the last good graph on screen but mark it as not matching the controls any more. */
+function markStale(stale) {
+  $("graph").classList.toggle("stale", stale && !!model);
+  $("table-view").classList.toggle("stale", stale && !!model);
+}
 
 function swHandlers(getModel) {
   return {
@@ -105,9 +150,28 @@ function syncControls() {
   document.documentElement.dataset.theme = isDark() ? "dark" : "light";
 }
 
-/** Apply the state: fetch what changed, then redraw the active view. */
+/** Apply the state: fetch what changed, then redraw the active view. Never throws: whatever goes
+ * wrong is shown, and the next apply starts from scratch (no state only a reload would fix). */
 async function apply() {
+  try {
+    await applyUnsafe();
+  } catch (e) {
+    handleError(e);
+  }
+}
+
+async function applyUnsafe() {
   syncControls();
+  const errs = validate(state);
+  setFieldErrors(errs);
+  if (Object.keys(errs).length) {
+    if (inflight) inflight.abort();
+    loadedKey = "";
+    markStale(true);
+    setStatus(model ? "Fix the marked field: the graph below is from the last good query (stale)."
+      : "Fix the marked field to run the query.", "error");
+    return;
+  }
   graph.setTheme(isDark());
   swCallers.setTheme(isDark());
   swCallees.setTheme(isDark());
@@ -124,6 +188,7 @@ async function apply() {
       const wire = await fetchJSON(key, { signal: inflight.signal });
       model = decode(wire);
       loadedKey = key;
+      markStale(false);
       rows = null;
       swData = null;
       stats = model.isDiff ? diffStats(model) : null;
@@ -136,19 +201,21 @@ async function apply() {
       return;
     }
   }
+  markStale(false);
   render();
 }
 
+/** A failed load: the error next to its field (or in the status line); the last good graph stays
+ * visible, marked stale, so a hiccup of the server never blanks what the user was reading. */
 function handleError(e) {
-  model = null;
   loadedKey = "";
   if (e instanceof ApiError && e.status === 401) { showLogin(""); return; }
   const msg = e instanceof ApiError ? e.message : String(e && e.message ? e.message : e);
-  setStatus(e instanceof ApiError && e.status === 0 ? `Server unreachable: ${msg}` : `Error: ${msg}`, "error");
-  V.renderQuality($("quality"), null);
-  $("legend").replaceChildren();
-  graph.m = null;
-  graph.canvas.width = 0;
+  const field = e instanceof ApiError && e.status === 400 ? fieldOfError(msg) : "";
+  if (field) setFieldErrors({ [field]: msg });
+  markStale(true);
+  const what = e instanceof ApiError && e.status === 0 ? `Server unreachable: ${msg}` : `Error: ${msg}`;
+  setStatus(model ? `${what} · showing the last good graph (stale)` : what, "error");
 }
 
 /** Redraw the current view from the loaded model (no fetch). */
@@ -251,6 +318,7 @@ let lastSeriesKey = "";
 async function loadTimeline() {
   const t0 = toUnixSeconds(state.from);
   const t1 = toUnixSeconds(state.until);
+  if (!Number.isFinite(t0) || !Number.isFinite(t1) || t1 <= t0) return; // the field error says why
   const step = Math.max(1, Math.ceil((t1 - t0) / 240));
   const p = new URLSearchParams({ query: apiQuery(state.type, state.query), from: state.from, until: state.until, step: String(step) });
   const key = p.toString();
@@ -266,8 +334,17 @@ async function loadTimeline() {
 }
 
 function runQuery() {
-  setState({ type: $("type").value, query: $("query").value.trim() || "{}", from: $("from").value.trim() || "now-1h",
-    until: $("until").value.trim() || "now", zoom: [], prefix: [] });
+  const next = { type: $("type").value, query: $("query").value.trim() || "{}", from: $("from").value.trim() || "now-1h",
+    until: $("until").value.trim() || "now", zoom: [], prefix: [] };
+  const errs = validate({ ...state, ...next });
+  if (Object.keys(errs).length) {
+    // Refused before it reaches the state or the URL: the page keeps the last good query.
+    setFieldErrors(errs);
+    markStale(true);
+    setStatus("Fix the marked field: nothing was run.", "error");
+    return;
+  }
+  setState(next);
 }
 
 function downloadPNG() {

@@ -36,17 +36,46 @@ export function truncate(s, maxChars) {
   return `${s.slice(0, maxChars - 1)}…`;
 }
 
-/** Parse "now", "now-1h", unix seconds or RFC 3339 into unix seconds (for the timeline axis). */
+// The forms the server accepts (server/timeparse.py): now, now-1h / now+30m, Unix seconds or
+// milliseconds, RFC 3339 / ISO 8601 (no zone = UTC). Anything else is refused here, before a request,
+// so a typo never reaches the timeline axis as NaN.
+const RELATIVE = /^now(?:\s*([+-])\s*(\d{1,15})\s*(s|m|h|d|w))?$/;
+const ISO = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?$/i;
+const MAX_TIME = 253402300799;
+
+/** Parse a query time into unix seconds; NaN when the server would refuse it too. */
 export function toUnixSeconds(t, now = Date.now() / 1000) {
-  if (t === undefined || t === null || t === "") return NaN;
+  if (t === undefined || t === null) return NaN;
   const s = String(t).trim();
-  if (s === "now") return now;
-  const rel = /^now-(\d+(?:\.\d+)?)(s|m|h|d|w)$/.exec(s);
+  if (!s) return NaN;
+  const rel = RELATIVE.exec(s);
   if (rel) {
-    const mult = { s: 1, m: 60, h: 3600, d: 86400, w: 604800 }[rel[2]];
-    return now - Number(rel[1]) * mult;
+    if (!rel[1]) return now;
+    const off = Number(rel[2]) * { s: 1, m: 60, h: 3600, d: 86400, w: 604800 }[rel[3]];
+    return rel[1] === "+" ? now + off : now - off;
   }
-  if (/^\d+(\.\d+)?$/.test(s)) return Number(s);
-  const ms = Date.parse(s);
-  return Number.isFinite(ms) ? ms / 1000 : NaN;
+  if (/^\d+(\.\d+)?$/.test(s)) {
+    const v = Number(s) > 1e11 ? Number(s) / 1000 : Number(s);
+    return v <= MAX_TIME ? v : NaN;
+  }
+  if (!ISO.test(s)) return NaN;
+  const hasZone = /(?:Z|[+-]\d{2}:?\d{2})$/i.test(s) && s.length > 10;
+  const ms = Date.parse(hasZone ? s.replace(" ", "T") : `${s.replace(" ", "T")}${s.length > 10 ? "Z" : "T00:00:00Z"}`);
+  const v = ms / 1000;
+  return Number.isFinite(v) && v >= 0 && v <= MAX_TIME ? v : NaN;
+}
+
+/** Why a time field cannot be used, or "" when it parses. */
+export function timeError(t) {
+  if (Number.isFinite(toUnixSeconds(t))) return "";
+  const shown = String(t ?? "").trim().slice(0, 40);
+  return shown ? `"${shown}" is not a time: use now-1h, now-30m, 2026-01-02T15:04:05Z or Unix seconds` : "empty time";
+}
+
+/** Readable UTC time for unix seconds ("2026-01-02 15:04:05"); "" for a non-finite value. */
+export function formatTime(t) {
+  if (!Number.isFinite(t)) return "";
+  const d = new Date(t * 1000);
+  if (!Number.isFinite(d.getTime())) return "";
+  return d.toISOString().replace("T", " ").slice(0, 19);
 }

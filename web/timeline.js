@@ -1,7 +1,7 @@
 // Timeline of totals (the `series` endpoint) on a canvas; dragging selects a time range.
 // `sumSeries` and `pixelToTime` are pure and unit-tested; the class does the drawing and input.
 
-import { formatValue } from "./format.js";
+import { formatValue, formatTime } from "./format.js";
 
 /** Sum all series' points per timestamp: [[t, v], ...] sorted by t. */
 export function sumSeries(resp) {
@@ -65,6 +65,7 @@ export class Timeline {
 
   /** Show a `series` response over the axis [t0, t1] (unix seconds). */
   setData(resp, t0, t1) {
+    if (!Number.isFinite(t0) || !Number.isFinite(t1)) { t0 = 0; t1 = 1; resp = { series: [] }; }
     this.points = sumSeries(resp);
     this.unit = (resp && resp.unit) || "";
     this.step = (resp && resp.step) || 0;
@@ -100,7 +101,7 @@ export class Timeline {
     g.font = "11px system-ui, sans-serif";
     g.textBaseline = "top";
     g.fillText(max > 0 ? `peak ${formatValue(max, this.unit)} per ${this.step || "?"} s` : "no data in this range", 4, 1);
-    const fmt = (t) => new Date(t * 1000).toISOString().replace("T", " ").slice(5, 16);
+    const fmt = (t) => formatTime(t).slice(5, 16); // "" for a non-finite bound: never throws
     g.textAlign = "right";
     g.fillText(`${fmt(this.t0)} → ${fmt(this.t1)} UTC`, w - 4, 1);
     g.textAlign = "left";

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import shutil
@@ -129,9 +130,11 @@ def test_timeline_drag_selects_range(ui):
     page.mouse.move(box["x"] + box["width"] * 0.5, y, steps=5)
     page.mouse.move(box["x"] + box["width"] * 0.75, y, steps=5)
     page.mouse.up()
-    page.wait_for_function("() => /^\\d+$/.test(window.hotpath.state.from)")
+    page.wait_for_function("() => window.hotpath.state.from !== 'now-1h'")
     st = url_state(page.url)
-    t0, t1 = int(st["from"]), int(st["until"])
+    # The drag fills from/until with readable RFC 3339 times (UTC), not raw Unix seconds.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", st["from"]), st["from"]
+    t0, t1 = (int(dt.datetime.fromisoformat(st[k]).timestamp()) for k in ("from", "until"))
     assert 1500 <= t1 - t0 <= 2100, "half of the hour-long axis"
     ui.wait_idle()
     assert page.locator("#from").input_value() == st["from"]
