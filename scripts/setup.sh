@@ -65,4 +65,16 @@ if [ -d /usr/lib/python3/dist-packages/bcc ]; then
   ln -sfn /usr/lib/python3/dist-packages/bcc .venv/bcc-shim/bcc
   echo "$root/.venv/bcc-shim" > "$site/hotpath-bcc.pth"
 fi
+# Real Node clients for the protocol tests (the Pyroscope Node SDK), versions locked in package-lock.json.
+node_dir=tests/clients/node
+if command -v npm >/dev/null; then
+  want_node=$(sha256sum "$node_dir/package-lock.json" | cut -d' ' -f1)
+  if [ "$(cat "$node_dir/node_modules/.hotpath-installed" 2>/dev/null)" != "$want_node" ]; then
+    log "npm ci ($node_dir)"
+    (cd "$node_dir" && npm ci --no-audit --no-fund --silent)
+    echo "$want_node" > "$node_dir/node_modules/.hotpath-installed"
+  fi
+else
+  log "warning: npm not found; the Node client tests will fail under CI=true"
+fi
 log "ready: $root/.venv/bin/hotpath"

@@ -26,6 +26,7 @@ from server.protocols import ProtocolError
 from server.protocols.pyroscope import (
     CPU_SUFFIXES,
     LEGACY_UNITS,
+    TENANT_LABEL,
     lines_to_folded,
     parse_legacy_name,
     parse_sample_type_config,
@@ -130,7 +131,11 @@ def ingest() -> tuple[Response, int]:
         key = request.headers.get("Idempotency-Key")
         if key is not None and not 1 <= len(key) <= MAX_KEY_LEN:
             raise ApiError(400, f"Idempotency-Key must be 1..{MAX_KEY_LEN} characters", "bad_params")
-        labels = check_series_labels({**name.labels, "service": name.service}, cfg)
+        labels = {**name.labels, "service": name.service}
+        tenant = request.headers.get("X-Scope-OrgID", "").strip()
+        if tenant and labels.setdefault(TENANT_LABEL, tenant) != tenant:
+            raise ApiError(400, "label `tenant` in name differs from the X-Scope-OrgID header", "bad_params")
+        labels = check_series_labels(labels, cfg)
         body, compressed = request_body(cfg)
         if fmt == "pprof":
             data = inflate(_pprof_bytes(body, cfg["MAX_DECOMPRESSED_BYTES"]), cfg, cfg["MAX_DECOMPRESSED_BYTES"])

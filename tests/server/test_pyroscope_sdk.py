@@ -1,14 +1,17 @@
-"""Acceptance 1: the real Pyroscope Python SDK (`pyroscope-io` from PyPI) pushes to a real `hotpath server`.
+"""Acceptance 1: real Pyroscope SDKs against a real `hotpath server`.
 
-A Python workload with a known hot function runs ~15 s under `pyroscope.configure(...)` with tags and
-Basic-auth credentials carrying an ingest token; its functions and tags are then queryable through
-/api/v1/top, /api/v1/flamegraph and the label APIs, as type `cpu` and service = application_name.
+The Python SDK (`pyroscope-io` from PyPI, push API): a workload with a known hot function runs ~15 s
+under `pyroscope.configure(...)` with tags and Basic-auth credentials carrying an ingest token; its
+functions and tags are then queryable through /api/v1/top, /api/v1/flamegraph and the label APIs,
+as type `cpu` and service = application_name. The Node SDK (`@pyroscope/nodejs` from npm, legacy
+`/ingest` with pprof) likewise, as type `wall` (what it samples).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -66,8 +69,12 @@ def get(url: str, token: str) -> Any:
         return json.loads(resp.read())
 
 
-@pytest.fixture()
-def server(tmp_path: Path) -> Any:
+NODE_DIR = Path(__file__).resolve().parents[1] / "clients" / "node"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    tmp_path = tmp_path_factory.mktemp("server")
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     env.update({"HOTPATH_LOG_LEVEL": "WARNING", "TMPDIR": str(tmp_path)})
     data = str(tmp_path / "data")
@@ -127,3 +134,25 @@ def test_pyroscope_python_sdk_pushes_to_hotpath(server: Any, tmp_path: Path) -> 
     assert "eu-west" in json.dumps(get(f"{base}/api/v1/labels/region/values", tokens["read"]))
     types = json.dumps(get(f"{base}/api/v1/profile-types", tokens["read"]))
     assert "cpu" in types
+
+
+def test_pyroscope_node_sdk_ingests_to_hotpath(server: Any, tmp_path: Path) -> None:
+    node = shutil.which("node")
+    require(node is not None and (NODE_DIR / "node_modules" / "@pyroscope" / "nodejs").is_dir(),
+            "node and @pyroscope/nodejs (bash scripts/setup.sh runs npm ci in tests/clients/node)")
+    base, tokens = server
+    run = subprocess.run([node, str(NODE_DIR / "pyroscope_workload.js"), base, tokens["ingest"], "10"],
+                         check=False, capture_output=True, text=True, timeout=120, cwd=NODE_DIR,
+                         env={**os.environ, "DEBUG": "pyroscope"})
+    assert run.returncode == 0, run.stderr
+    assert "rejected" not in run.stderr, run.stderr
+    query = 'wall{service="node.demo", region="eu", tenant="acme", otel_scope_name="com.grafana.pyroscope/nodejs"}'
+    window = urllib.parse.urlencode({"query": query, "from": "now-5m", "until": "now+5m"})
+    top = get(f"{base}/api/v1/top?{window}", tokens["read"])
+    assert top["type"] == "wall" and top["total"] > 0, top
+    hot = sum(f["self"] for f in top["functions"] if "hotSpin" in f["name"])
+    cold = sum(f["self"] for f in top["functions"] if "coldSpin" in f["name"])
+    assert hot > cold > 0 and hot / top["total"] > 0.4, (hot, cold, top["total"], top["functions"][:5])
+    heap = get(f"{base}/api/v1/top?" + urllib.parse.urlencode(
+        {"query": 'inuse_space{service="node.demo"}', "from": "now-5m", "until": "now+5m"}), tokens["read"])
+    assert heap["total"] > 0 and heap["unit"] == "bytes", heap
