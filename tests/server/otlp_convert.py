@@ -55,10 +55,12 @@ def pprof_to_otlp(data: bytes, resource: dict[str, str], labels_as: str = "sampl
     stacks: dict[tuple[int, ...], int] = {}
     attrs: dict[tuple[str, str], int] = {}
 
-    def attr(key: str, value: str) -> int:
+    def attr(key: str, value: str | int) -> int:
         if (key, value) not in attrs:
             attrs[(key, value)] = len(d.attribute_table)
-            d.attribute_table.add(key_strindex=s(key), value=common_pb2.AnyValue(string_value=value))
+            any_value = (common_pb2.AnyValue(string_value=value) if isinstance(value, str)
+                         else common_pb2.AnyValue(int_value=value))
+            d.attribute_table.add(key_strindex=s(key), value=any_value)
         return attrs[(key, value)]
 
     rp = req.resource_profiles.add()
@@ -77,6 +79,6 @@ def pprof_to_otlp(data: bytes, resource: dict[str, str], labels_as: str = "sampl
             if key not in stacks:
                 stacks[key] = len(d.stack_table)
                 d.stack_table.add(location_indices=list(key))
-            labels = [attr(names[lb.key], names[lb.str]) for lb in smp.label if lb.str]
+            labels = [attr(names[lb.key], names[lb.str] if lb.str else lb.num) for lb in smp.label]
             p.samples.add(stack_index=stacks[key], values=[smp.value[i]], attribute_indices=labels)
     return req

@@ -5,6 +5,7 @@ original; the old field numbering gets a partial-success message; bad input gets
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from opentelemetry.proto.collector.profiles.v1development import profiles_servic
 
 from profiler import pprof
 from server.protocols.otlp import field_number_mismatches
-from tests.profiler.go_profile import build_go_profile, go_pprof
+from tests.profiler.go_profile import build_go_profile, go_env, go_pprof
 from tests.server.conftest import bearer
 from tests.server.helpers import cpu_profile
 from tests.server.otlp_convert import pprof_to_otlp
@@ -22,6 +23,63 @@ from tests.server.protocol_helpers import gzip_bomb, n_batches, pprof_raw_totals
 
 URL = "/v1development/profiles"
 PROTO = "application/x-protobuf"
+
+
+GO_LABELS_MAIN = r"""
+package main
+
+import (
+	"context"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"time"
+)
+
+//go:noinline
+func leafSpin(n int) int { s := 0; for i := 0; i < n; i++ { s += i * i % 7 }; return s }
+
+var keep [][]byte
+
+//go:noinline
+func allocate(n int) { for i := 0; i < n; i++ { keep = append(keep, make([]byte, 4096)) } }
+
+func main() {
+	runtime.MemProfileRate = 4096
+	f, _ := os.Create(os.Args[1])
+	pprof.StartCPUProfile(f)
+	deadline := time.Now().Add(1500 * time.Millisecond)
+	s := 0
+	for time.Now().Before(deadline) {
+		pprof.Do(context.Background(), pprof.Labels("worker", "hot"), func(context.Context) { s += leafSpin(200000) })
+		pprof.Do(context.Background(), pprof.Labels("worker", "cold"), func(context.Context) { s += leafSpin(50000) })
+	}
+	pprof.StopCPUProfile()
+	f.Close()
+	allocate(2000)
+	runtime.GC()
+	h, _ := os.Create(os.Args[2])
+	pprof.WriteHeapProfile(h)
+	h.Close()
+	if s == 42 { println(s) }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def go_labeled(go_bin: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, Path, Path]:
+    """(go, tmp, cpu profile with pprof.Do labels, heap profile) from a real Go program."""
+    tmp = tmp_path_factory.mktemp("golab")
+    src = tmp / "src"
+    src.mkdir()
+    (src / "main.go").write_text(GO_LABELS_MAIN)
+    (src / "go.mod").write_text("module golab\n\ngo 1.19\n")
+    env = go_env(tmp)
+    subprocess.run([go_bin, "build", "-o", str(tmp / "golab"), "."], cwd=src, env=env, check=True,
+                   capture_output=True, timeout=300)
+    cpu, heap = tmp / "cpu.pb.gz", tmp / "heap.pb.gz"
+    subprocess.run([str(tmp / "golab"), str(cpu), str(heap)], env=env, check=True, capture_output=True, timeout=60)
+    return go_bin, tmp, cpu, heap
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +120,28 @@ def test_go_profile_as_proto_and_json_equals_go_tool_pprof(client: Any, tokens: 
         series = client.get("/api/v1/series", query_string={"query": query, "from": "now-1h", "until": "now+5m"},
                             headers=bearer(tokens["read"])).get_json()
         assert series and "error" not in series
+
+
+def test_go_labels_and_heap_equal_go_tool_pprof(client: Any, tokens: dict[str, str],
+                                               go_labeled: tuple[str, Path, Path, Path]) -> None:
+    go, tmp, cpu, heap = go_labeled
+    for path, service in ((cpu, "otlp-golab"), (heap, "otlp-goheap")):
+        req = pprof_to_otlp(path.read_bytes(), {"service.name": service})
+        resp = export(client, tokens["ingest"], req.SerializeToString())
+        assert resp.status_code == 200 and not resp.data, resp.data
+    _, totals, names = pprof_raw_totals(go_pprof(go, tmp, "-raw", str(cpu)))
+    got = top(client, tokens["read"], 'cpu{service="otlp-golab"}')
+    assert got["total"] == totals[1] and {f["name"] for f in got["functions"]} == names
+    for worker in ("hot", "cold"):  # per-sample labels: each label's total as go tool pprof -tagfocus counts it
+        _, totals, _ = pprof_raw_totals(go_pprof(go, tmp, "-raw", f"-tagfocus=worker={worker}", str(cpu)))
+        got = top(client, tokens["read"], f'cpu{{service="otlp-golab", worker="{worker}"}}')
+        assert got["total"] == totals[1] > 0, worker
+        assert {f["name"] for f in got["functions"]} <= names and "main.leafSpin" in str(got["functions"])
+    types, totals, _ = pprof_raw_totals(go_pprof(go, tmp, "-raw", str(heap)))
+    assert types[-1] == "inuse_space/bytes" and totals[-1] > 4096 * 1000
+    got = top(client, tokens["read"], 'inuse_space{service="otlp-goheap"}')
+    assert got["total"] == totals[-1] and got["unit"] == "bytes"
+    assert "main.allocate" in {f["name"] for f in got["functions"]}
 
 
 def test_sample_attributes_become_sample_labels(client: Any, tokens: dict[str, str]) -> None:
