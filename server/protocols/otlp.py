@@ -149,8 +149,8 @@ class _Dictionary:
         self.frames: list[Frame] = []
         self._frame_ids: dict[tuple[str, str, str], int] = {}
         self._locations: dict[int, tuple[int, ...]] = {}
-        self._stacks: dict[int, tuple[int, ...]] = {}
         self._attrs: dict[int, tuple[str, str]] = {}
+        self._stack_frames: tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]] | None = None
         self._functions: dict[int, tuple[str, str]] = {}
         self._mappings: dict[int, tuple[str, FrameKind]] = {0: ("", FrameKind.UNKNOWN)}
 
@@ -236,19 +236,46 @@ class _Dictionary:
             self.frames.append(_frame(name, binary, kind, address, filename, line))
         return fid
 
-    def stack(self, i: int) -> tuple[int, ...]:
-        hit = self._stacks.get(i)
-        if hit is None:
-            if not 0 <= i < len(self.stack_table):
-                raise _Reject(f"stack index {i} is outside stack_table ({len(self.stack_table)} entries)")
-            order = self.stack_table[i].location_indices[::-1]
-            locations = self._locations
-            try:  # locations recur across stacks: most are resolved already
-                hit = tuple(chain.from_iterable(map(locations.__getitem__, order)))
-            except KeyError:
-                hit = tuple(chain.from_iterable(map(self.location, order)))  # resolves and checks each
-            self._stacks[i] = hit
-        return hit
+    def stack_frames(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
+        """Every stack as frame ids, root first, built once per request with numpy:
+        (flat frame ids, each stack's start in them, each stack's depth, {stack index: why unreadable})."""
+        if self._stack_frames is not None:
+            return self._stack_frames
+        bad_locations: dict[int, str] = {}
+        per_location = []
+        for i in range(len(self.location_table)):
+            try:
+                per_location.append(self.location(i))
+            except _Reject as exc:
+                bad_locations[i] = str(exc)
+                per_location.append(())
+        n_locations = len(per_location)
+        per_location.append(())  # where invalid references point, so indexing never fails
+        loc_len = np.fromiter(map(len, per_location), np.int64, len(per_location))
+        loc_start = np.cumsum(loc_len) - loc_len
+        loc_flat = np.fromiter(chain.from_iterable(per_location), np.int64, int(loc_len.sum()))
+        stacks = self.stack_table
+        st_len = np.fromiter((len(st.location_indices) for st in stacks), np.int64, len(stacks))
+        st_flat = np.fromiter(chain.from_iterable(st.location_indices for st in stacks), np.int64, int(st_len.sum()))
+        seg = np.repeat(np.arange(len(stacks)), st_len)
+        invalid = (st_flat < 0) | (st_flat >= n_locations)
+        if bad_locations:
+            invalid |= np.isin(st_flat, list(bad_locations))
+        bad: dict[int, str] = {}
+        for k in np.unique(seg[invalid]).tolist():
+            loc = int(st_flat[(seg == k) & invalid][0])
+            bad[k] = bad_locations.get(loc) or (f"location index {loc} is outside location_table "
+                                                f"({n_locations} entries)")
+        # pprof order is leaf first: reverse each stack's locations, then expand each to its frames
+        st_start = np.cumsum(st_len) - st_len
+        pos = np.arange(st_flat.size) - np.repeat(st_start, st_len)
+        locs = np.where(invalid, n_locations, st_flat)[np.repeat(st_start + st_len - 1, st_len) - pos]
+        counts = loc_len[locs]
+        frame_pos = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        flat = loc_flat[np.repeat(loc_start[locs], counts) + frame_pos]
+        depth = np.bincount(seg, weights=counts, minlength=len(stacks)).astype(np.int64)
+        self._stack_frames = (flat, np.cumsum(depth) - depth, depth, bad)
+        return self._stack_frames
 
 
 def _value_type(d: _Dictionary, vt: pb.ValueType) -> ValueType:
@@ -282,9 +309,11 @@ def _groups(d: _Dictionary, profiles: list[pb.Profile], out: Converted) -> list[
 
 def _table(d: _Dictionary, group: list[pb.Profile]) -> tuple[ProfileTable, dict[str, str]]:
     rows: dict[tuple, int] = {}  # type: ignore[type-arg]
-    stacks: list[tuple[int, ...]] = []
+    row_stacks: list[int] = []
     labels = []
-    cells: list[tuple[int, int, int]] = []
+    cell_rows: list[int] = []
+    cell_cols: list[int] = []
+    cell_values: list[int] = []
     label_sets: dict[tuple[int, ...], Labels] = {(): ()}
     for col, p in enumerate(group):
         samples = list(p.samples)
@@ -313,16 +342,27 @@ def _table(d: _Dictionary, group: list[pb.Profile]) -> tuple[ProfileTable, dict[
             ident = (s.stack_index, attr_ids)
             row = rows.get(ident)
             if row is None:
-                row = rows[ident] = len(stacks)
-                stacks.append(d.stack(s.stack_index))
+                row = rows[ident] = len(row_stacks)
+                row_stacks.append(ident[0])
                 labels.append(sample_labels)
-            cells.append((row, col, value))
-    values = np.zeros((len(stacks), len(group)), dtype=np.int64)
-    for row, col, v in cells:
-        values[row, col] += v
+            cell_rows.append(row)
+            cell_cols.append(col)
+            cell_values.append(value)
+    values = np.zeros((len(row_stacks), len(group)), dtype=np.int64)
+    np.add.at(values, (np.array(cell_rows, np.int64), np.array(cell_cols, np.int64)),
+              np.array(cell_values, np.int64))
+    all_flat, all_start, all_depth, bad = d.stack_frames()
+    picked = np.array(row_stacks, np.int64)
+    if picked.size and (picked.min() < 0 or picked.max() >= all_depth.size):
+        wrong = int(picked[(picked < 0) | (picked >= all_depth.size)][0])
+        raise _Reject(f"stack index {wrong} is outside stack_table ({all_depth.size} entries)")
+    broken = sorted(set(row_stacks) & bad.keys())
+    if broken:
+        raise _Reject(f"stack {broken[0]}: {bad[broken[0]]}")
+    depths = all_depth[picked]
+    frame_pos = np.arange(int(depths.sum())) - np.repeat(np.cumsum(depths) - depths, depths)
+    flat = all_flat[np.repeat(all_start[picked], depths) + frame_pos]
     # Frame ids are the request's; this table keeps only the frames its stacks use, renumbered.
-    depths = np.fromiter(map(len, stacks), np.int64, len(stacks))
-    flat = np.fromiter(chain.from_iterable(stacks), np.int64, int(depths.sum()))
     used = np.unique(flat)
     renumber = np.zeros(len(d.frames), dtype=np.int64)
     renumber[used] = np.arange(used.size)
