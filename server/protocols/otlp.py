@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from itertools import chain
 
 import numpy as np
 from google.protobuf import json_format
@@ -29,8 +28,6 @@ from opentelemetry.proto.collector.profiles.v1development import profiles_servic
 from opentelemetry.proto.profiles.v1development import profiles_pb2 as pb
 
 from profiler.model import (
-    Frame,
-    FrameKind,
     Labels,
     ProfileTable,
     Stacks,
@@ -39,6 +36,7 @@ from profiler.model import (
 )
 from profiler.types import as_cpu_columns
 from server.protocols import ProtocolError, label_name
+from server.protocols.otlp_dictionary import Dictionary, Unreadable
 
 # The v1development numbering this decoder is written for (opentelemetry-proto 1.45.x). Builds from
 # before the 2026-05 renumbering put Sample.values at 2: a mismatch here is a silent misread.
@@ -61,8 +59,6 @@ OLD_LAYOUT_HINT = ("; the sender may use the profiles layout from before the v1d
 RESOURCE_LABELS = {"service.name": "service", "host.name": "host"}
 SAMPLE_LABELS = {"process.pid": "pid", "process.executable.name": "process", "thread.name": "thread",
                  "thread.id": "tid"}
-FRAME_KINDS = {"kernel": FrameKind.KERNEL, "native": FrameKind.NATIVE}
-FRAME_TYPE_ATTR = "profile.frame.type"
 
 
 def field_number_mismatches() -> list[str]:
@@ -119,181 +115,22 @@ class Converted:
     errors: list[str] = field(default_factory=list)
 
 
-class _Reject(Exception):
-    pass
-
-
-_FRAMES: dict[tuple, Frame] = {}  # type: ignore[type-arg]  # frames recur across a fleet's requests
-_FRAMES_MAX = 1 << 16  # cleared whole when full (as profiler.pprof_columns does)
-
-
-def _frame(name: str, binary: str, kind: FrameKind, address: int, filename: str, line: int) -> Frame:
-    key = (name, binary, kind, address, filename, line)
-    hit = _FRAMES.get(key)
-    if hit is None:
-        if len(_FRAMES) >= _FRAMES_MAX:
-            _FRAMES.clear()
-        hit = _FRAMES[key] = Frame(name, binary, kind, address, filename=filename, line=line)
-    return hit
-
-
-class _Dictionary:
-    """The request's shared tables, resolved lazily (each entry once) and checked index by index."""
-
-    def __init__(self, d: pb.ProfilesDictionary) -> None:
-        self.d = d
-        self.strings = list(d.string_table)
-        # Python lists once: indexing a upb repeated field builds a wrapper on every access.
-        self.location_table = list(d.location_table)
-        self.stack_table = list(d.stack_table)
-        self.frames: list[Frame] = []
-        self._frame_ids: dict[tuple[str, str, str], int] = {}
-        self._locations: dict[int, tuple[int, ...]] = {}
-        self._attrs: dict[int, tuple[str, str]] = {}
-        self._stack_frames: tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]] | None = None
-        self._functions: dict[int, tuple[str, str]] = {}
-        self._mappings: dict[int, tuple[str, FrameKind]] = {0: ("", FrameKind.UNKNOWN)}
-
-    def string(self, i: int, what: str) -> str:
-        if not 0 <= i < len(self.strings):
-            raise _Reject(f"{what} string index {i} is outside string_table ({len(self.strings)} entries)")
-        return self.strings[i]
-
-    def attribute(self, i: int) -> tuple[str, str]:
-        hit = self._attrs.get(i)
-        if hit is None:
-            table = self.d.attribute_table
-            if not 0 <= i < len(table):
-                raise _Reject(f"attribute index {i} is outside attribute_table ({len(table)} entries)")
-            kv = table[i]
-            hit = self._attrs[i] = (self.string(kv.key_strindex, "attribute key"), self.value(kv.value))
-        return hit
-
-    def value(self, v) -> str:  # type: ignore[no-untyped-def]
-        kind = v.WhichOneof("value")
-        if kind == "string_value_strindex":
-            return self.string(v.string_value_strindex, "attribute value")
-        if kind in ("string_value", "int_value", "double_value"):
-            return str(getattr(v, kind))
-        if kind == "bool_value":
-            return "true" if v.bool_value else "false"
-        if kind is None:
-            return ""
-        return json_format.MessageToJson(v, indent=None)
-
-    def function(self, i: int) -> tuple[str, str]:
-        hit = self._functions.get(i)
-        if hit is None:
-            if not 0 <= i < len(self.d.function_table):
-                raise _Reject(f"function index {i} is outside function_table")
-            fn = self.d.function_table[i]
-            hit = self._functions[i] = (self.string(fn.name_strindex, "function name") or "?",
-                                        self.string(fn.filename_strindex, "file name"))
-        return hit
-
-    def mapping(self, i: int) -> tuple[str, FrameKind]:
-        hit = self._mappings.get(i)
-        if hit is None:
-            if not 0 <= i < len(self.d.mapping_table):
-                raise _Reject(f"mapping index {i} is outside mapping_table")
-            binary = self.string(self.d.mapping_table[i].filename_strindex, "mapping filename")
-            kind = FrameKind.KERNEL if binary.startswith(("[kernel", "[vmlinux")) else FrameKind.NATIVE
-            hit = self._mappings[i] = (binary, kind)
-        return hit
-
-    def location(self, i: int) -> tuple[int, ...]:
-        """Frame ids of location `i`, root first (its inlined lines reversed: lines[0] is innermost)."""
-        hit = self._locations.get(i)
-        if hit is not None:
-            return hit
-        if not 0 <= i < len(self.location_table):
-            raise _Reject(f"location index {i} is outside location_table ({len(self.location_table)} entries)")
-        loc = self.location_table[i]
-        binary, kind = self.mapping(loc.mapping_index)
-        for a in loc.attribute_indices:
-            key, value = self.attribute(a)
-            if key == FRAME_TYPE_ATTR:
-                kind = FRAME_KINDS.get(value, FrameKind.INTERPRETED)
-        address = loc.address
-        lines = list(loc.lines)
-        if not lines:  # unsymbolized: the address, as the pprof codec shows it
-            hit = self._locations[i] = (self._frame_id(f"{binary}+0x{address:x}" if binary else f"0x{address:x}",
-                                                       binary, kind, address, "", 0),)
-            return hit
-        ids = []
-        for line in reversed(lines):
-            name, filename = self.function(line.function_index)
-            ids.append(self._frame_id(name, binary, kind, address, filename, line.line))
-        hit = self._locations[i] = tuple(ids)
-        return hit
-
-    def _frame_id(self, name: str, binary: str, kind: FrameKind, address: int, filename: str, line: int) -> int:
-        """The request-wide id of a frame, by Frame identity (function, binary, kind); first seen wins."""
-        key = (name, binary, kind.value)  # the enum's own hash is Python-level: key by its value
-        fid = self._frame_ids.get(key)
-        if fid is None:
-            fid = self._frame_ids[key] = len(self.frames)
-            self.frames.append(_frame(name, binary, kind, address, filename, line))
-        return fid
-
-    def stack_frames(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
-        """Every stack as frame ids, root first, built once per request with numpy:
-        (flat frame ids, each stack's start in them, each stack's depth, {stack index: why unreadable})."""
-        if self._stack_frames is not None:
-            return self._stack_frames
-        bad_locations: dict[int, str] = {}
-        per_location = []
-        for i in range(len(self.location_table)):
-            try:
-                per_location.append(self.location(i))
-            except _Reject as exc:
-                bad_locations[i] = str(exc)
-                per_location.append(())
-        n_locations = len(per_location)
-        per_location.append(())  # where invalid references point, so indexing never fails
-        loc_len = np.fromiter(map(len, per_location), np.int64, len(per_location))
-        loc_start = np.cumsum(loc_len) - loc_len
-        loc_flat = np.fromiter(chain.from_iterable(per_location), np.int64, int(loc_len.sum()))
-        stacks = self.stack_table
-        st_len = np.fromiter((len(st.location_indices) for st in stacks), np.int64, len(stacks))
-        st_flat = np.fromiter(chain.from_iterable(st.location_indices for st in stacks), np.int64, int(st_len.sum()))
-        seg = np.repeat(np.arange(len(stacks)), st_len)
-        invalid = (st_flat < 0) | (st_flat >= n_locations)
-        if bad_locations:
-            invalid |= np.isin(st_flat, list(bad_locations))
-        bad: dict[int, str] = {}
-        for k in np.unique(seg[invalid]).tolist():
-            loc = int(st_flat[(seg == k) & invalid][0])
-            bad[k] = bad_locations.get(loc) or (f"location index {loc} is outside location_table "
-                                                f"({n_locations} entries)")
-        # pprof order is leaf first: reverse each stack's locations, then expand each to its frames
-        st_start = np.cumsum(st_len) - st_len
-        pos = np.arange(st_flat.size) - np.repeat(st_start, st_len)
-        locs = np.where(invalid, n_locations, st_flat)[np.repeat(st_start + st_len - 1, st_len) - pos]
-        counts = loc_len[locs]
-        frame_pos = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-        flat = loc_flat[np.repeat(loc_start[locs], counts) + frame_pos]
-        depth = np.bincount(seg, weights=counts, minlength=len(stacks)).astype(np.int64)
-        self._stack_frames = (flat, np.cumsum(depth) - depth, depth, bad)
-        return self._stack_frames
-
-
-def _value_type(d: _Dictionary, vt: pb.ValueType) -> ValueType:
+def _value_type(d: Dictionary, vt: pb.ValueType) -> ValueType:
     return ValueType(d.string(vt.type_strindex, "sample type"), d.string(vt.unit_strindex, "sample unit"))
 
 
-def _group_key(d: _Dictionary, p: pb.Profile) -> tuple:  # type: ignore[type-arg]
+def _group_key(d: Dictionary, p: pb.Profile) -> tuple:  # type: ignore[type-arg]
     period_type = _value_type(d, p.period_type) if p.HasField("period_type") else None
     return (p.time_unix_nano, p.duration_nano, period_type, p.period, tuple(sorted(p.attribute_indices)))
 
 
-def _groups(d: _Dictionary, profiles: list[pb.Profile], out: Converted) -> list[list[pb.Profile]]:
+def _groups(d: Dictionary, profiles: list[pb.Profile], out: Converted) -> list[list[pb.Profile]]:
     """Profiles that are columns of one profile (same time, duration, period, attributes; distinct types)."""
     groups: list[tuple[tuple, list[pb.Profile], set[ValueType]]] = []  # type: ignore[type-arg]
     for p in profiles:
         try:
             key, vt = _group_key(d, p), _value_type(d, p.sample_type)
-        except _Reject as exc:
+        except Unreadable as exc:
             out.rejected += 1
             out.errors.append(str(exc))
             continue
@@ -307,7 +144,7 @@ def _groups(d: _Dictionary, profiles: list[pb.Profile], out: Converted) -> list[
     return [members for _, members, _ in groups]
 
 
-def _table(d: _Dictionary, group: list[pb.Profile]) -> tuple[ProfileTable, dict[str, str]]:
+def _table(d: Dictionary, group: list[pb.Profile]) -> tuple[ProfileTable, dict[str, str]]:
     rows: dict[tuple, int] = {}  # type: ignore[type-arg]
     row_stacks: list[int] = []
     labels = []
@@ -319,24 +156,24 @@ def _table(d: _Dictionary, group: list[pb.Profile]) -> tuple[ProfileTable, dict[
         samples = list(p.samples)
         # A sender writes one layout: fields unknown to this build show on its first sample.
         if samples and UnknownFieldSet(samples[0]):
-            raise _Reject("a sample has fields this server does not know" + OLD_LAYOUT_HINT)
+            raise Unreadable("a sample has fields this server does not know" + OLD_LAYOUT_HINT)
         for s in samples:
             vals, stamps = s.values, s.timestamps_unix_nano
             if vals:
                 if stamps and len(vals) != len(stamps):
-                    raise _Reject(f"a sample has {len(vals)} values but {len(stamps)} timestamps")
+                    raise Unreadable(f"a sample has {len(vals)} values but {len(stamps)} timestamps")
                 value = sum(vals)
             elif stamps:
                 value = len(stamps)
             else:
-                raise _Reject("a sample has neither values nor timestamps" + OLD_LAYOUT_HINT)
+                raise Unreadable("a sample has neither values nor timestamps" + OLD_LAYOUT_HINT)
             attr_ids = tuple(sorted(s.attribute_indices))
             sample_labels = label_sets.get(attr_ids)
             if sample_labels is None:
                 try:
                     attrs = [d.attribute(a) for a in attr_ids]
-                except _Reject as exc:
-                    raise _Reject(str(exc) + OLD_LAYOUT_HINT) from None
+                except Unreadable as exc:
+                    raise Unreadable(str(exc) + OLD_LAYOUT_HINT) from None
                 sample_labels = label_sets[attr_ids] = make_labels(
                     (SAMPLE_LABELS.get(k) or label_name(k), v) for k, v in attrs)
             ident = (s.stack_index, attr_ids)
@@ -355,10 +192,10 @@ def _table(d: _Dictionary, group: list[pb.Profile]) -> tuple[ProfileTable, dict[
     picked = np.array(row_stacks, np.int64)
     if picked.size and (picked.min() < 0 or picked.max() >= all_depth.size):
         wrong = int(picked[(picked < 0) | (picked >= all_depth.size)][0])
-        raise _Reject(f"stack index {wrong} is outside stack_table ({all_depth.size} entries)")
+        raise Unreadable(f"stack index {wrong} is outside stack_table ({all_depth.size} entries)")
     broken = sorted(set(row_stacks) & bad.keys())
     if broken:
-        raise _Reject(f"stack {broken[0]}: {bad[broken[0]]}")
+        raise Unreadable(f"stack {broken[0]}: {bad[broken[0]]}")
     depths = all_depth[picked]
     frame_pos = np.arange(int(depths.sum())) - np.repeat(np.cumsum(depths) - depths, depths)
     flat = all_flat[np.repeat(all_start[picked], depths) + frame_pos]
@@ -377,7 +214,7 @@ def _table(d: _Dictionary, group: list[pb.Profile]) -> tuple[ProfileTable, dict[
     return as_cpu_columns(table), series
 
 
-def _resource_labels(d: _Dictionary, attributes) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def _resource_labels(d: Dictionary, attributes) -> dict[str, str]:  # type: ignore[no-untyped-def]
     out = {}
     for kv in attributes:
         key = kv.key or (d.string(kv.key_strindex, "resource attribute key") if kv.key_strindex else "")
@@ -389,13 +226,13 @@ def _resource_labels(d: _Dictionary, attributes) -> dict[str, str]:  # type: ign
 def convert(req: svc.ExportProfilesServiceRequest) -> Converted:
     """Every readable Profile group as a Batch; unreadable Profiles counted and explained."""
     out = Converted()
-    d = _Dictionary(req.dictionary)
+    d = Dictionary(req.dictionary)
     if UnknownFieldSet(req) or UnknownFieldSet(req.dictionary):
         out.errors.append("the request has fields this server does not know" + OLD_LAYOUT_HINT)
     for rp in req.resource_profiles:
         try:
             resource = _resource_labels(d, rp.resource.attributes)
-        except _Reject as exc:
+        except Unreadable as exc:
             out.rejected += sum(len(sp.profiles) for sp in rp.scope_profiles)
             out.errors.append(f"resource: {exc}")
             continue
@@ -403,7 +240,7 @@ def convert(req: svc.ExportProfilesServiceRequest) -> Converted:
             for group in _groups(d, list(sp.profiles), out):
                 try:
                     table, own = _table(d, group)
-                except _Reject as exc:
+                except Unreadable as exc:
                     out.rejected += len(group)
                     out.errors.append(str(exc))
                     continue
