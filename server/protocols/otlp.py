@@ -27,13 +27,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from opentelemetry.proto.collector.profiles.v1development import profiles_service_pb2 as svc
 from opentelemetry.proto.profiles.v1development import profiles_pb2 as pb
 
-from profiler.model import (
-    Labels,
-    ProfileTable,
-    Stacks,
-    ValueType,
-    make_labels,
-)
+from profiler.model import Labels, ProfileTable, Stacks, ValueType, make_labels
 from profiler.types import as_cpu_columns
 from server.protocols import ProtocolError, label_name
 from server.protocols.otlp_dictionary import Dictionary, Unreadable

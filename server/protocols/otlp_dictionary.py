@@ -25,7 +25,7 @@ _FRAMES_MAX = 1 << 16  # cleared whole when full (as profiler.pprof_columns does
 
 
 def _frame(name: str, binary: str, kind: FrameKind, address: int, filename: str, line: int) -> Frame:
-    key = (name, binary, kind, address, filename, line)
+    key = (name, binary, kind.value, address, filename, line)  # the enum's own hash is Python-level
     hit = _FRAMES.get(key)
     if hit is None:
         if len(_FRAMES) >= _FRAMES_MAX:
