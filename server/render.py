@@ -60,8 +60,10 @@ def diff_json(storage: Storage, left: Selection, right: Selection, max_nodes: in
 def top_json(storage: Storage, sel: Selection, limit: int) -> dict[str, Any]:
     from profiler import flamegraph
 
-    rows = flamegraph.top_functions(storage.tree(sel))[:limit]
+    every = flamegraph.top_functions(storage.tree(sel))
     functions = [{"name": r.name, "binary": r.binary, "kind": getattr(r.kind, "value", r.kind),
-                  "self": int(r.self), "total": int(r.total)} for r in rows]
+                  "self": int(r.self), "total": int(r.total)} for r in every[:limit]]
     total = int(sel.values[:, sel.main].sum()) if sel.values.size else 0
-    return {"type": sel.profile_type, "unit": sel.unit or "nanoseconds", "total": total, "functions": functions}
+    # `count`: how many functions there are in all, so a client can say when `limit` cut the list.
+    return {"type": sel.profile_type, "unit": sel.unit or "nanoseconds", "total": total, "count": len(every),
+            "functions": functions}

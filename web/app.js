@@ -1,7 +1,7 @@
 // The page: view state <-> URL, fetches, and wiring of the graph, table, sandwich, diff and wall views.
 
 import { parseState, formatState, dataParams, endpoint, apiQuery } from "./state.js";
-import { decode, findPath, pathOf, search, topFunctions, sortRows } from "./layout.js";
+import { decode, findPath, pathOf, search, topFunctions, sortRows, nameMatcher } from "./layout.js";
 import { sandwich } from "./sandwich.js";
 import { diffStats, classify, diffColor, summarize } from "./diff.js";
 import { FlameGraph } from "./render.js";
@@ -19,6 +19,9 @@ let loadedKey = "";
 let stats = null; // diff stats
 let rows = null; // table rows (cached per model)
 let selectedRow = "";
+let top = null; // {key, resp, error}: the server's exact per-function numbers (/api/v1/top)
+let topLoading = "";
+const TOP_LIMIT = 100000; // the endpoint's own cap: in practice every function of the selection
 let inflight = null;
 
 const graph = new FlameGraph($("graph"), {
@@ -178,7 +181,7 @@ async function applyUnsafe() {
   timeline.setTheme(isDark());
   loadTimeline();
   const view = state.view === "table" || state.view === "sandwich" ? "flame" : state.view;
-  const params = dataParams({ ...state, view }, MAX_NODES);
+  const params = dataParams({ ...state, view }, Number(state.nodes) || MAX_NODES);
   const key = `${endpoint(view)}?${params}`;
   if (key !== loadedKey) {
     if (inflight) inflight.abort();
@@ -265,12 +268,54 @@ function markedNames(name) {
   return set;
 }
 
-function renderTableView() {
-  // Server "other" boxes are not functions: the quality strip accounts for them instead.
+function topKey() {
+  return new URLSearchParams({ query: apiQuery(state.type, state.query), from: state.from, until: state.until,
+    limit: String(TOP_LIMIT) }).toString();
+}
+
+/** Table rows and how far to trust them: the server's exact numbers for the whole selection, or
+ * (when that request failed) the drawn graph's, marked approximate since hatched boxes hide frames. */
+function tableRows() {
+  const key = topKey();
+  if (!top || top.key !== key) {
+    if (topLoading !== key) {
+      topLoading = key;
+      fetchJSON(`/api/v1/top?${key}`)
+        .then((resp) => { top = { key, resp, error: null }; })
+        .catch((e) => { top = { key, resp: null, error: e }; })
+        .finally(() => { if (topLoading === key) topLoading = ""; if (state.view === "table") render(); });
+    }
+    return null;
+  }
+  if (top.resp) {
+    const r = top.resp;
+    const fns = Array.isArray(r.functions) ? r.functions : [];
+    const count = Number(r.count) || fns.length;
+    let note = `Exact self and total of all ${count.toLocaleString("en-US")} functions in the selection, computed by the server`;
+    if (count > fns.length) note += ` (the ${fns.length.toLocaleString("en-US")} with the most self time shown)`;
+    if (state.prefix.length) note += "; the whole selection, not only the drilled-in part";
+    return { rows: fns, total: Number(r.total) || 0, unit: r.unit || model.unit, note: `${note}.`, approx: false };
+  }
   if (!rows) rows = topFunctions(model).filter((r) => r.kind !== "other");
-  const sorted = sortRows(rows, state.sort, Number(state.dir));
+  let hidden = 0;
+  for (const o of model.others) hidden += Number(o.hidden_total) || 0;
+  const msg = top.error && top.error.message ? top.error.message : String(top.error);
+  return { rows, total: model.numTicks, unit: model.unit, approx: true,
+    note: `Approximate (exact numbers failed: ${msg}): taken from the drawn graph, which leaves out the `
+      + `${formatPct(model.numTicks ? hidden / model.numTicks : 0)} in hatched boxes.` };
+}
+
+function renderTableView() {
+  const t = tableRows();
+  const note = $("table-note");
+  if (!t) { note.textContent = "loading exact per-function numbers…"; note.className = "table-note"; return; }
+  let shown = t.rows;
+  if (state.search) { const { test } = nameMatcher(state.search); shown = shown.filter((r) => test(String(r.name))); }
+  note.textContent = state.search ? `${t.note} Search "${state.search}": ${shown.length} of ${t.rows.length} rows.` : t.note;
+  note.className = t.approx ? "table-note approx" : "table-note";
+  const sorted = sortRows(shown, state.sort, Number(state.dir));
   V.renderTable($("top-table").querySelector("tbody"), sorted, {
-    unit: model.unit, total: model.numTicks, selected: selectedRow,
+    unit: t.unit, total: t.total, selected: selectedRow,
     onSelect: (row) => { selectedRow = selectedRow === row.name ? "" : row.name; render(); },
     onSandwich: (row) => setState({ view: "sandwich", fn: row.name }),
   });

@@ -248,6 +248,14 @@ export function hitTest(r, l, px) {
   return -1;
 }
 
+/** The search box's pattern as a name test: a regex, or a literal substring when the regex is invalid. */
+export function nameMatcher(pattern) {
+  let re = null;
+  try { re = new RegExp(pattern); } catch { re = null; }
+  if (re) return { test: (s) => re.test(s), invalid: false };
+  return { test: (s) => s.includes(pattern), invalid: true };
+}
+
 /**
  * Search: name indexes matching `pattern` (a regex, falling back to a literal substring when the
  * regex is invalid), the per-node match flags, and the matched share of `base` (root or zoomed
@@ -256,14 +264,9 @@ export function hitTest(r, l, px) {
 export function search(m, pattern, base = 0) {
   const matched = new Uint8Array(m.n);
   if (!pattern || m.n === 0) return { matched, ticks: 0, total: m.n ? m.w[base] : 0, ratio: 0, count: 0, invalid: false };
-  let re = null;
-  let invalid = false;
-  try { re = new RegExp(pattern); } catch { invalid = true; }
+  const { test, invalid } = nameMatcher(pattern);
   const nameHit = new Uint8Array(m.names.length);
-  for (let j = 0; j < m.names.length; j++) {
-    const s = String(m.names[j]);
-    nameHit[j] = re ? (re.test(s) ? 1 : 0) : (s.includes(pattern) ? 1 : 0);
-  }
+  for (let j = 0; j < m.names.length; j++) nameHit[j] = test(String(m.names[j])) ? 1 : 0;
   // underMatch[i]: some ancestor (or i itself) matched; levels are processed top-down.
   const under = new Uint8Array(m.n);
   let ticks = 0;

@@ -20,6 +20,7 @@ export const DEFAULTS = Object.freeze({
   sort: "self",
   dir: "-1",
   noise: "3",
+  nodes: "", // detail cap (max_nodes); "" = the default this browser draws within a frame budget
 });
 
 function parseList(s) {
@@ -48,6 +49,7 @@ export function parseState(search) {
   if (!["self", "total", "name"].includes(s.sort)) s.sort = DEFAULTS.sort;
   if (s.dir !== "1" && s.dir !== "-1") s.dir = DEFAULTS.dir;
   if (!Number.isFinite(Number(s.noise)) || Number(s.noise) < 0) s.noise = DEFAULTS.noise;
+  if (s.nodes !== "" && !(Number.isInteger(Number(s.nodes)) && Number(s.nodes) >= 2)) s.nodes = DEFAULTS.nodes;
   return s;
 }
 

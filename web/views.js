@@ -66,6 +66,13 @@ export function showTooltip(tip, lines, clientX, clientY) {
   tip.style.top = `${y}px`;
 }
 
+/** A binary path shortened to its file name ("/usr/lib/x86_64-linux-gnu/libc.so.6" -> "libc.so.6"). */
+export function shortBinary(path) {
+  const p = String(path || "");
+  const base = p.split("/").pop();
+  return base || p;
+}
+
 /** Top-functions table body. */
 export function renderTable(tbody, rows, { unit, total, selected, onSelect, onSandwich, limit = 2000 }) {
   tbody.replaceChildren();
@@ -73,8 +80,12 @@ export function renderTable(tbody, rows, { unit, total, selected, onSelect, onSa
     const tr = el("tr");
     tr.dataset.name = row.name;
     if (row.name === selected) tr.className = "selected";
-    tr.appendChild(el("td", "fn", row.name));
-    tr.appendChild(el("td", "bin", row.binary || (row.kind === "kernel" ? "[kernel]" : row.kind === "interpreted" ? "[python]" : "")));
+    const fn = el("td", "fn", row.name);
+    fn.title = row.name;
+    tr.appendChild(fn);
+    const bin = el("td", "bin", shortBinary(row.binary) || (row.kind === "kernel" ? "[kernel]" : row.kind === "interpreted" ? "[python]" : ""));
+    bin.title = row.binary || "";
+    tr.appendChild(bin);
     tr.appendChild(el("td", "num", `${formatValue(row.self, unit)} · ${formatPct(total ? row.self / total : 0)}`));
     tr.appendChild(el("td", "num", `${formatValue(row.total, unit)} · ${formatPct(total ? row.total / total : 0)}`));
     const td = el("td");

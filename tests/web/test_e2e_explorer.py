@@ -82,3 +82,55 @@ def test_server_errors_keep_last_good_graph_marked_stale(ui):
     page.locator("#run").click()
     _loaded(ui)
     assert page.locator("#err-query").is_hidden()
+
+
+def _table(ui):
+    """Table rows as {function: (self text, total text)} once the exact numbers are drawn."""
+    ui.page.wait_for_function("() => document.getElementById('table-note').textContent.startsWith('Exact')")
+    return ui.js("""() => Object.fromEntries([...document.querySelectorAll('#top-table tbody tr')].map(
+        (tr) => [tr.dataset.name, [tr.children[2].textContent, tr.children[3].textContent]]))""")
+
+
+def test_table_is_exact_when_the_graph_is_trimmed(ui):
+    # Four nodes: root, main and "other" boxes hide every other frame of the known profile.
+    page = ui.open(q(query=KNOWN_Q, view="table", nodes="4"))
+    assert ui.js("() => window.hotpath.model.n") <= 4
+    assert ui.js("() => window.hotpath.model.others.length") >= 1
+    rows = _table(ui)
+    # Ground truth from KNOWN (1000 samples): self and total as shares of all.
+    expect = {"leaf": ("40.0%", "40.0%"), "hash": ("20.0%", "20.0%"), "decode": ("30.0%", "30.0%"),
+              "vfs_read": ("5.00%", "5.00%"), "work": ("0%", "60.0%"), "compute": ("0%", "40.0%"),
+              "main": ("0%", "100.0%"), "entry_SYSCALL_64": ("0%", "5.00%")}
+    for fn, (self_pct, total_pct) in expect.items():
+        assert fn in rows, f"{fn} missing from the table: {sorted(rows)}"
+        assert rows[fn][0].endswith(self_pct) and rows[fn][1].endswith(total_pct), (fn, rows[fn])
+    assert not any(name.startswith("other (") for name in rows)
+    assert "all 11 functions" in page.locator("#table-note").inner_text()
+    # Search filters the table too.
+    page.locator("#search").fill("^(hash|leaf)$")
+    page.wait_for_function("() => document.querySelectorAll('#top-table tbody tr').length === 2")
+    assert set(_table(ui)) == {"hash", "leaf"}
+    assert "2 of 11 rows" in page.locator("#table-note").inner_text()
+
+
+def test_table_keeps_numbers_visible_with_long_paths(ui):
+    from profiler import pprof
+    from profiler.model import Frame, FrameKind, Sample
+    from profiler.types import new_cpu_profile
+    from tests.web.conftest import ingest
+
+    long_bin = "/opt/" + "/".join(f"very-long-directory-name-{k}" for k in range(12)) + "/libsomething-huge.so.1"
+    long_fn = "ns::" * 30 + "the_function_that_matters"
+    prof = new_cpu_profile(19, time_nanos=int((ui.server.t_known) * 1e9), duration_nanos=10_000_000_000)
+    prof.samples.append(Sample((Frame("main", "/usr/bin/app", FrameKind.NATIVE), Frame(long_fn, long_bin, FrameKind.NATIVE)),
+                               (10, 10 * prof.period)))
+    ingest(ui.server.url, ui.server.ingest_token, pprof.encode(prof), service="longpaths", host="h1")
+    page = ui.open(q(query='{service="longpaths"}', view="table"))
+    _table(ui)
+    row = page.locator("#top-table tbody tr", has_text="the_function")
+    assert row.locator("td.bin").inner_text() == "libsomething-huge.so.1"
+    assert row.locator("td.bin").get_attribute("title") == long_bin
+    for cell in row.locator("td.num").all():
+        box = cell.bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 1400, box
+        assert cell.inner_text().endswith("100.0%")
