@@ -29,7 +29,8 @@ class PerfMapRefused(Exception):
     """The file is not one a perf map may be read from (reason in the message)."""
 
 
-def read_capped(path: str | Path, owners: Collection[int] | None, max_bytes: int) -> tuple[bytes, tuple]:
+def read_capped(path: str | Path, owners: Collection[int] | None,
+                max_bytes: int) -> tuple[bytes | bytearray, tuple]:
     """The bytes of a perf map and its identity (dev, ino, size, mtime), or PerfMapRefused.
 
     The checks are made on the open descriptor, so the file cannot be swapped between them."""
@@ -47,16 +48,16 @@ def read_capped(path: str | Path, owners: Collection[int] | None, max_bytes: int
             raise PerfMapRefused(f"{path}: owned by uid {st.st_uid}, not the process's user or root")
         if st.st_size > max_bytes:
             raise PerfMapRefused(f"{path}: {st.st_size} bytes, over the {max_bytes}-byte cap")
-        chunks, left = [], max_bytes + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
+        # Into one buffer of the size fstat gave: what is appended meanwhile waits for the next
+        # refresh (the identity below has the old size, so the file reads as changed then).
+        buf = bytearray(st.st_size)
+        view, got = memoryview(buf), 0
+        while got < st.st_size:
+            n = os.readv(fd, [view[got:]])
+            if n == 0:
                 break
-            chunks.append(chunk)
-            left -= len(chunk)
-        if left <= 0:  # grew past the cap while being read
-            raise PerfMapRefused(f"{path}: over the {max_bytes}-byte cap")
-        return b"".join(chunks), (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            got += n
+        return bytes(buf[:got]) if got < st.st_size else buf, (st.st_dev, st.st_ino, got, st.st_mtime_ns)
     finally:
         os.close(fd)
 
@@ -65,6 +66,13 @@ _HEX = np.full(256, -1, dtype=np.int16)
 for _i, _c in enumerate(b"0123456789abcdef"):
     _HEX[_c] = _i
     _HEX[bytes([_c]).upper()[0]] = _i
+
+
+# Byte classes by table lookup: one temporary the size of the file, not one per comparison.
+_CONTROL = np.zeros(256, dtype=bool)
+_CONTROL[:32] = _CONTROL[127] = True
+_HIGH = np.zeros(256, dtype=bool)
+_HIGH[128:] = True
 
 
 def _hex_fields(arr: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -91,7 +99,7 @@ def _any_within(positions: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.nda
     return np.searchsorted(positions, hi) > np.searchsorted(positions, lo)
 
 
-def parse(data: bytes, max_name: int = MAX_NAME_CHARS) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+def parse(data: bytes | bytearray, max_name: int = MAX_NAME_CHARS) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                                                  bytes, int]:
     """(starts, ends, name offsets, name lengths, names blob, refused lines), sorted by start.
 
@@ -118,8 +126,8 @@ def parse(data: bytes, max_name: int = MAX_NAME_CHARS) -> tuple[np.ndarray, np.n
     end = start + size
     keep &= ok1 & ok2 & (end >= start)  # no wrap past 2^64
     name_lo, name_hi = sp2 + 1, line_hi
-    keep &= (name_hi > name_lo) & ~_any_within(np.flatnonzero((arr < 32) | (arr == 127)), name_lo, name_hi)
-    non_ascii = _any_within(np.flatnonzero(arr >= 128), name_lo, name_hi)
+    keep &= (name_hi > name_lo) & ~_any_within(np.flatnonzero(_CONTROL[arr]), name_lo, name_hi)
+    non_ascii = _any_within(np.flatnonzero(_HIGH[arr]), name_lo, name_hi)
     keep &= name_hi - name_lo <= np.where(non_ascii, 4 * max_name, max_name)
     for i in np.flatnonzero(keep & non_ascii).tolist():  # rare: UTF-8 names checked one by one
         try:
@@ -131,12 +139,18 @@ def parse(data: bytes, max_name: int = MAX_NAME_CHARS) -> tuple[np.ndarray, np.n
     refused = int(len(keep) - np.count_nonzero(keep))
     name_lo, name_hi = name_lo[keep], name_hi[keep]
     lengths = (name_hi - name_lo).astype(np.uint64)
+    del nl, nonblank, spaces, at, sp1, sp2, size, ok1, ok2, non_ascii, line_lo, line_hi  # peak memory
     # The kept names back to back in one blob: +1 where a name starts, -1 where it ends,
     # cumulated (int8 keeps numpy on its fast path), is the mask of their bytes.
     edges = np.zeros(len(arr) + 1, dtype=np.int8)
     edges[name_lo] = 1
     edges[name_hi] = -1
-    blob = arr[np.cumsum(edges[:-1], dtype=np.int8).view(bool)].tobytes()
+    mask = np.cumsum(edges[:-1], dtype=np.int8).view(bool)
+    del edges  # each of these is the size of the file: hold at most two at once
+    chosen = arr[mask]
+    del mask
+    blob = chosen.tobytes()
+    del chosen
     offs = np.zeros(len(lengths), dtype=np.uint64)
     np.cumsum(lengths[:-1], out=offs[1:])
     order = np.argsort(start[keep], kind="stable")
