@@ -87,3 +87,13 @@ def test_only_the_process_users_or_roots_map_is_read(tmp_path) -> None:
     assert third.function == "[unknown]"
     assert events == {"perf_maps_refused": 1}
     assert sym.take_events() == {"perf_maps_refused": 1}
+
+
+def test_perf_map_cap_flag() -> None:
+    from hotpath.cli import build_parser
+
+    base = ["collector", "--server", "http://x", "--token-file", "t"]
+    assert build_parser().parse_args(base).perf_map_max_mb == 32
+    assert build_parser().parse_args([*base, "--perf-map-max-mb", "4"]).perf_map_max_mb == 4
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*base, "--perf-map-max-mb", "0"])
