@@ -10,9 +10,12 @@ import { fetchJSON, getSession, login, ApiError } from "./api.js";
 import { formatPct, toUnixSeconds, timeError } from "./format.js";
 import * as V from "./views.js";
 import { suggest, clearCache } from "./autocomplete.js";
+import { cachedCalibration, NODE_CHOICES } from "./calibrate.js";
 
 const $ = (id) => document.getElementById(id);
-const MAX_NODES = 16384;
+const NODES_CEIL = 200000; // the server's MAX_NODES_CAP default
+let calibration = { cap: 16384 }; // measured in boot()
+const nodeCap = () => Number(state.nodes) || calibration.cap;
 let state = parseState(location.search);
 let model = null; // decoded data of the main view
 let loadedKey = "";
@@ -133,6 +136,7 @@ function syncControls() {
   $("rfrom").value = state.rfrom;
   $("runtil").value = state.runtil;
   $("noise").value = state.noise;
+  syncNodes();
   $("orient").textContent = state.orient;
   for (const b of $("views").querySelectorAll("button[data-view]")) {
     b.setAttribute("aria-pressed", String(b.dataset.view === state.view));
@@ -181,7 +185,7 @@ async function applyUnsafe() {
   timeline.setTheme(isDark());
   loadTimeline();
   const view = state.view === "table" || state.view === "sandwich" ? "flame" : state.view;
-  const params = dataParams({ ...state, view }, Number(state.nodes) || MAX_NODES);
+  const params = dataParams({ ...state, view }, nodeCap());
   const key = `${endpoint(view)}?${params}`;
   if (key !== loadedKey) {
     if (inflight) inflight.abort();
@@ -339,19 +343,55 @@ function renderSandwich() {
     : `${state.fn} — not in this graph`;
 }
 
-/** Click on a frame: zoom; on a group/"other" box drill in by re-querying its parent's prefix. */
+/** The detail picker: "auto" (the measured default) and the fixed choices, plus a custom value. */
+function syncNodes() {
+  const sel = $("nodes");
+  const want = [["", `auto (${calibration.cap.toLocaleString("en-US")})`],
+    ...NODE_CHOICES.map((c) => [String(c), c.toLocaleString("en-US")])];
+  if (state.nodes && !NODE_CHOICES.includes(Number(state.nodes))) want.push([state.nodes, Number(state.nodes).toLocaleString("en-US")]);
+  if (sel.options.length !== want.length || [...sel.options].some((o, k) => o.value !== want[k][0] || o.textContent !== want[k][1])) {
+    sel.replaceChildren(...want.map(([v, t]) => { const o = document.createElement("option"); o.value = v; o.textContent = t; return o; }));
+  }
+  sel.value = state.nodes;
+}
+
+/** The widest node of a client-side group (tiny adjacent siblings merged by the layout). */
+function widestInGroup(h) {
+  const r = graph.r;
+  const p = model.parent[h.node];
+  let best = h.node;
+  for (let i = h.node, seen = 0; i < model.n && seen < h.count; i++) {
+    if (model.parent[i] !== p || model.level[i] !== model.level[h.node]) continue;
+    seen++;
+    if (model.w[i] > model.w[best]) best = i;
+  }
+  return r ? best : h.node;
+}
+
+/**
+ * Click on a frame: zoom. Collapsed boxes are never a dead end: below the root they drill in by
+ * re-querying their parent's prefix; directly under the root (no narrower prefix exists) a server
+ * "other" box expands by raising the detail cap by the frames it hides (at least doubling it), and
+ * a client-side group (frames under half a pixel at this width) zooms into its widest member.
+ */
 function clickFrame(h, e) {
   if (!model) return;
   if (h.group || model.isOther[h.node]) {
     const p = model.parent[h.node];
     const prefix = pathOf(model, p >= 0 ? p : 0);
-    if (!prefix.length) {
-      // Directly under the root there is no narrower prefix to re-query: point at the tools that reach them.
-      setStatus(`These ${h.group ? h.count : "hidden"} frames are each a tiny share of the whole graph: `
-        + "find them with search or the table.");
+    if (prefix.length) { setState({ prefix, zoom: [] }); return; }
+    if (h.group) { setState({ zoom: pathOf(model, widestInGroup(h)) }); return; }
+    const other = model.others.find((o) => o.level === model.level[h.node]
+      && model.levelStart[o.level] + o.index === h.node);
+    const hidden = other ? Number(other.hidden_nodes) || 0 : 0;
+    const cap = nodeCap();
+    if (cap >= NODES_CEIL) {
+      setStatus("Already at the maximum detail (200,000 nodes): the table lists every function exactly.");
       return;
     }
-    setState({ prefix, zoom: [] });
+    const next = Math.min(NODES_CEIL, cap + Math.max(hidden, cap));
+    setStatus(`Expanding: detail raised to ${next.toLocaleString("en-US")} nodes.`);
+    setState({ nodes: String(next) });
     return;
   }
   const name = String(model.names[model.nameIdx[h.node]]);
@@ -438,6 +478,7 @@ function wire() {
   $("dl-png").addEventListener("click", downloadPNG);
   $("diff-run").addEventListener("click", () => setState({ rquery: $("rquery").value.trim(), rfrom: $("rfrom").value.trim(),
     runtil: $("runtil").value.trim(), noise: $("noise").value || "3" }));
+  $("nodes").addEventListener("change", () => setState({ nodes: $("nodes").value }));
   $("noise").addEventListener("change", () => setState({ noise: $("noise").value || "3" }, { replace: true }));
   $("top-table").querySelector("thead").addEventListener("click", (e) => {
     const b = e.target.closest("button[data-sort]");
@@ -493,6 +534,7 @@ async function loadTypes() {
 }
 
 async function boot() {
+  calibration = cachedCalibration();
   wire();
   const frag = new URLSearchParams(location.hash.slice(1));
   const token = frag.get("token");
@@ -516,6 +558,7 @@ async function boot() {
 window.hotpath = {
   get state() { return state; },
   get model() { return model; },
+  get calibration() { return calibration; },
   graph,
   sandwich: { callers: swCallers, callees: swCallees },
   /** Center of the widest hatched box (client group or server "other") and its parent's path. */

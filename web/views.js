@@ -22,7 +22,7 @@ export function tooltipLines(m, hit, zoomNode, stats, allTicks = 0) {
     return [
       `${hit.count} small frames`,
       `total ${formatValue(hit.total, unit)} (${formatPct(hit.total / all)} of all)`,
-      "too narrow to draw one by one: click to drill in",
+      m.parent[hit.node] === 0 ? "too narrow to draw one by one: click to zoom in" : "too narrow to draw one by one: click to drill in",
     ];
   }
   const i = hit.node;
@@ -49,7 +49,10 @@ export function tooltipLines(m, hit, zoomNode, stats, allTicks = 0) {
   lines.push(`self ${formatValue(m.self[i], unit)} (${formatPct(m.self[i] / all)} of all)`);
   lines.push(`total ${formatValue(m.w[i], unit)} (${formatPct(m.w[i] / all)} of all)`);
   if (zoomNode > 0 && m.w[zoomNode] > 0) lines.push(`${formatPct(m.w[i] / m.w[zoomNode])} of the zoomed frame`);
-  if (m.isOther[i]) lines.push("collapsed by the server: click to drill in");
+  if (m.isOther[i]) {
+    lines.push(m.parent[i] === 0 ? "collapsed by the server: click to expand (raises the detail cap)"
+      : "collapsed by the server: click to drill in");
+  }
   return lines;
 }
 

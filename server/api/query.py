@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gzip
 import json
 import time
 from collections.abc import Callable
@@ -41,6 +42,23 @@ def timed(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         return inner
 
     return wrap
+
+
+@bp.after_request
+def compress(resp: Response) -> Response:
+    """Gzip JSON answers for clients that accept it: flame graphs are megabytes of digits that
+    shrink ~10x, which is most of the wait on a remote link."""
+    if (resp.status_code != 200 or resp.direct_passthrough or resp.mimetype != "application/json"
+            or "gzip" not in request.headers.get("Accept-Encoding", "").lower()
+            or "Content-Encoding" in resp.headers):
+        return resp
+    body = resp.get_data()
+    if len(body) < 2048:
+        return resp
+    resp.set_data(gzip.compress(body, compresslevel=5))
+    resp.headers["Content-Encoding"] = "gzip"
+    resp.headers.add("Vary", "Accept-Encoding")
+    return resp
 
 
 def selector_arg(name: str = "query", default: str | None = "cpu{}") -> Any:

@@ -134,3 +134,72 @@ def test_table_keeps_numbers_visible_with_long_paths(ui):
         box = cell.bounding_box()
         assert box and box["x"] >= 0 and box["x"] + box["width"] <= 1400, box
         assert cell.inner_text().endswith("100.0%")
+
+
+def _ingest_stacks(ui, service, stacks):
+    from profiler import pprof
+    from tests.web.conftest import ingest, known_profile
+
+    ingest(ui.server.url, ui.server.ingest_token, pprof.encode(known_profile(stacks, ui.server.t_known)),
+           service=service, host="h1")
+
+
+def test_collapsed_boxes_under_the_root_expand_and_zoom(ui):
+    # 10 heavy root functions and 290 of one sample each (each under a child "leaf"): with 50 nodes the
+    # server folds most root functions into one "other" box directly under the root.
+    stacks = {f"r{k}": 10_000 for k in range(10)} | {f"r{k};leaf{k}": 1 for k in range(10, 300)}
+    _ingest_stacks(ui, "wide", stacks)
+    page = ui.open(q(query='{service="wide"}', nodes="50"))
+    other = ui.js("""() => { const m = window.hotpath.model, g = window.hotpath.graph;
+        for (let i = 1; i < m.n; i++) if (m.isOther[i] && m.parent[i] === 0) {
+            const c = g.centerOf(i); const b = g.canvas.getBoundingClientRect();
+            return c && [b.left + c.x, b.top + c.y]; }
+        return null; }""")
+    assert other, "an 'other' box directly under the root"
+    page.mouse.move(*other)
+    assert "click to expand" in page.locator("#tooltip").inner_text()
+    with page.expect_response(lambda r: "/api/v1/flamegraph" in r.url and "max_nodes=50&" not in r.url
+                              and not r.url.endswith("max_nodes=50")):
+        page.mouse.click(*other)
+    ui.wait_idle()
+    page.wait_for_function("() => Number(window.hotpath.state.nodes) > 50")
+    names = set(ui.js("() => { const m = window.hotpath.model; return [...m.nameIdx].map((j) => String(m.names[j])); }"))
+    assert {f"r{k}" for k in range(300)} <= names and "leaf299" in names, "every root function is a frame now"
+    assert ui.js("() => window.hotpath.model.others.length") == 0
+    # The one-sample functions are far under a pixel: the layout groups them under the root, and
+    # clicking that group zooms into a member instead of saying "find them elsewhere".
+    group = ui.js("() => window.hotpath.widestGroup()")
+    assert group is not None and group["path"] == []
+    box = page.locator("#graph canvas.fg-canvas").bounding_box()
+    page.mouse.move(box["x"] + group["x"], box["y"] + group["y"])
+    assert "click to zoom in" in page.locator("#tooltip").inner_text()
+    page.mouse.click(box["x"] + group["x"], box["y"] + group["y"])
+    page.wait_for_function("() => window.hotpath.state.zoom.length === 1")
+    assert ui.js("() => window.hotpath.state.zoom[0]").startswith("r")
+    assert ui.js("() => window.hotpath.graph.zoom") > 0
+
+
+def test_detail_cap_is_measured_and_raisable(ui):
+    # 12,000 distinct two-frame stacks under main: 24,002 nodes, more than the old fixed cap of 16,384.
+    stacks = {f"main;g{k};h{k}": 1 + k % 3 for k in range(12_000)}
+    _ingest_stacks(ui, "big", stacks)
+    page = ui.page
+    with page.expect_response(lambda r: "/api/v1/flamegraph" in r.url) as resp:
+        ui.open(q(query='{service="big"}', nodes="16384"))
+    # Measured on the first load of this browser profile, then remembered (stable across loads).
+    cal = ui.js("() => window.hotpath.calibration")
+    assert cal["nodes"] >= 10_000 and cal["zoomMs"] > 0 and cal["cached"], cal
+    assert cal["cap"] in (16384, 32768, 65536, 131072, 200000), cal
+    assert resp.value.headers.get("content-encoding") == "gzip", "flame graphs are sent compressed"
+    assert "max_nodes=16384" in resp.value.url
+    assert ui.js("() => window.hotpath.model.others.length") > 0, "16,384 nodes cannot hold 24,002"
+    assert page.locator("#nodes option").first.inner_text() == f"auto ({cal['cap']:,})"
+    with page.expect_response(lambda r: "/api/v1/flamegraph" in r.url and "max_nodes=65536" in r.url):
+        page.locator("#nodes").select_option("65536")
+    ui.wait_idle()
+    page.wait_for_function("() => window.hotpath.model && window.hotpath.model.others.length === 0")
+    assert "nodes=65536" in page.url
+    assert ui.js("() => window.hotpath.model.n") == 24_002
+    # auto: the request carries the measured cap.
+    with page.expect_response(lambda r: "/api/v1/flamegraph" in r.url and f"max_nodes={cal['cap']}" in r.url):
+        page.locator("#nodes").select_option("")
