@@ -36,6 +36,39 @@ export function truncate(s, maxChars) {
   return `${s.slice(0, maxChars - 1)}…`;
 }
 
+/**
+ * A frame label fitting `maxChars` that keeps the function name readable: first the parameter
+ * list and template arguments fold to "…", then the namespaces/modules/directories shorten to
+ * their first letter, then they go ("…::name"); only then is the name itself cut at its end.
+ * `svc-00::mod29::fn_parse` -> `s::m::fn_parse` -> `…::fn_parse`, not `svc-00::mod29::fn…`.
+ */
+export function shortLabel(s, maxChars) {
+  if (s.length <= maxChars) return s;
+  if (maxChars <= 0) return "";
+  let t = s;
+  // Innermost <...> and a trailing (...) first: they are rarely what identifies the frame.
+  if (t.includes("<")) {
+    for (let k = 0; k < 8 && /<[^<>]*>/.test(t); k++) t = t.replace(/<[^<>]*>/g, "\u2039\u203a");
+    t = t.replaceAll("\u2039\u203a", "<…>");
+  }
+  if (t.length > maxChars) t = t.replace(/\((?:[^()]|\([^()]*\))*\)(\s*const)?$/, "(…)");
+  if (t.length <= maxChars) return t;
+  // The qualifier separator: C++/Rust "::", else a path's "/", else a dotted module path.
+  const bare = t.replace(/\(…\)$/, "");
+  const sep = bare.includes("::") ? "::" : bare.includes("/") ? "/" : bare.includes(".") ? "." : "";
+  const cut = sep ? bare.lastIndexOf(sep) : -1;
+  if (cut >= 0 && cut + sep.length < bare.length) {
+    const name = t.slice(cut + sep.length);
+    const quals = t.slice(0, cut).split(sep);
+    const abbreviated = `${quals.map((q) => q.slice(0, 1) || q).join(sep)}${sep}${name}`;
+    if (abbreviated.length <= maxChars) return abbreviated;
+    const dropped = `…${sep}${name}`;
+    if (dropped.length <= maxChars) return dropped;
+    return truncate(name, maxChars);
+  }
+  return truncate(t, maxChars);
+}
+
 // The forms the server accepts (server/timeparse.py): now, now-1h / now+30m, Unix seconds or
 // milliseconds, RFC 3339 / ISO 8601 (no zone = UTC). Anything else is refused here, before a request,
 // so a typo never reaches the timeline axis as NaN.

@@ -4,7 +4,7 @@
 
 import { makeRects, layout, hitTest, RECT_GROUP, RECT_ANCESTOR } from "./layout.js";
 import { frameColor } from "./colors.js";
-import { truncate } from "./format.js";
+import { shortLabel } from "./format.js";
 
 const ROW = 18;
 const FONT = "12px system-ui, -apple-system, 'Segoe UI', sans-serif";
@@ -231,11 +231,9 @@ export class FlameGraph {
           ctx.strokeRect(px + 1, y + 1, pw - 2, ROW - 3);
         }
         if (pw > this.charW * 3 + 6) {
-          const label = kind === RECT_GROUP ? `${r.groupCount[k]} small frames` : String(m.names[m.nameIdx[i]]);
-          const maxChars = Math.floor((pw - 6) / this.charW);
           ctx.globalAlpha = Math.max(alpha, 0.6);
           ctx.fillStyle = textColor;
-          ctx.fillText(truncate(label, maxChars), px + 3, y + ROW / 2);
+          ctx.fillText(this.labelOf(k), px + 3, y + ROW / 2);
         }
       }
     }
@@ -292,6 +290,15 @@ export class FlameGraph {
     this.setHover(h ? h.rect : -1);
     if (h) this.onHover(h, e);
     else this.onLeave();
+  }
+
+  /** The text drawn on rectangle k (shortened to its width, function name kept; "" when too narrow). */
+  labelOf(k) {
+    const r = this.r;
+    const pw = r.pw[k];
+    if (!(pw > this.charW * 3 + 6)) return "";
+    const label = r.kind[k] === RECT_GROUP ? `${r.groupCount[k]} small frames` : String(this.m.names[this.m.nameIdx[r.node[k]]]);
+    return shortLabel(label, Math.floor((pw - 6) / this.charW));
   }
 
   /** Pixel-space center of the rectangle drawn for node i (for tests and keyboard), or null. */

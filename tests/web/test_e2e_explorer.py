@@ -203,3 +203,14 @@ def test_detail_cap_is_measured_and_raisable(ui):
     # auto: the request carries the measured cap.
     with page.expect_response(lambda r: "/api/v1/flamegraph" in r.url and f"max_nodes={cal['cap']}" in r.url):
         page.locator("#nodes").select_option("")
+
+
+def test_labels_keep_the_function_name(ui):
+    name = "service_zero_zero::module_twenty_nine::fn_parse_request_body"
+    _ingest_stacks(ui, "labels", {f"main;{name}": 200, "main;other_work": 800})
+    ui.open(q(query='{service="labels"}'))
+    # 20% of 1400 px: room for ~38 characters, fewer than the name's 61.
+    label = ui.js("""(name) => { const g = window.hotpath.graph, m = g.m;
+        for (let k = 0; k < g.r.count; k++) if (String(m.names[m.nameIdx[g.r.node[k]]]) === name) return g.labelOf(k);
+        return null; }""", name)
+    assert label == "s::m::fn_parse_request_body", label

@@ -179,3 +179,16 @@ test("tooltip lines: values, shares of all and of the zoomed frame", async () =>
   const g = tooltipLines(m, { node: 4, group: true, count: 3, total: 5 }, 0, null);
   assert.equal(g[0], "3 small frames");
 });
+
+test("shortLabel keeps the function name: args, templates, then namespaces go first", async () => {
+  const { shortLabel } = await import("../format.js");
+  assert.equal(shortLabel("svc-00::mod29::fn_parse", 100), "svc-00::mod29::fn_parse");
+  assert.equal(shortLabel("svc-00::mod29::fn_parse", 16), "s::m::fn_parse");
+  assert.equal(shortLabel("svc-00::mod29::fn_parse", 12), "…::fn_parse");
+  assert.equal(shortLabel("svc-00::mod29::fn_parse", 6), "fn_pa…");
+  assert.equal(shortLabel("std::vector<std::pair<int,int>>::push_back(std::pair<int,int> const&)", 30),
+    "std::vector<…>::push_back(…)");
+  assert.equal(shortLabel("com.example.server.Handler.handle", 20), "c.e.s.H.handle");
+  assert.equal(shortLabel("/usr/lib/python3/foo/bar.py", 12), "…/bar.py");
+  assert.equal(shortLabel("plainfunctionname", 8), "plainfu…");
+});
