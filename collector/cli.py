@@ -10,6 +10,8 @@ import re
 import sys
 from pathlib import Path
 
+from hotpath.command import CommandError, positive_int
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s)?\s*$")
@@ -50,16 +52,6 @@ def frequency(text: str) -> int:
         raise argparse.ArgumentTypeError(f"invalid frequency {text!r}: an integer 1..1000 (Hz)") from None
     if not 1 <= value <= 1000:
         raise argparse.ArgumentTypeError(f"frequency {value} out of range: 1..1000 Hz")
-    return value
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be positive")
     return value
 
 
@@ -109,7 +101,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _loader_error(exc: Exception) -> Exception:
-    from hotpath.cli import CommandError
 
     return CommandError(str(exc))
 
@@ -118,7 +109,6 @@ def run_collector(args: argparse.Namespace) -> int:
     from collector.agent import AgentConfig, run_agent
     from collector.bpf_loader import LoaderError
     from collector.spool import SpoolError, secure_dir
-    from hotpath.cli import CommandError
 
     try:
         token = Path(args.token_file).read_text().strip()

@@ -20,7 +20,7 @@ from profiler import folded, pprof
 def record(duration_s: float, frequency: int, ptype: str, pids: Sequence[int], output: str,
            as_folded: bool, min_block_ns: int, out: TextIO, offcpu_kernel_stacks: bool = False) -> int:
     """Sample for `duration_s` (Ctrl-C/SIGTERM stops early and still writes), then write the file."""
-    from hotpath.cli import CommandError
+    from hotpath.command import CommandError
 
     path = Path(output)
     if path.parent and not path.parent.exists():

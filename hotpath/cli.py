@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from hotpath import __version__
+from hotpath.command import CommandError
 
 # Modules exposing `register(subparsers)`; each adds its subcommands with `func=` defaults.
 COMMAND_MODULES = ("hotpath.convert", "collector.cli", "server.cli")
@@ -20,14 +21,6 @@ EPILOG = """examples:
   hotpath record --duration 10 -o cpu.pb.gz    # one-shot local capture, like perf record
   hotpath convert cpu.pb.gz cpu.folded         # pprof <-> folded stacks
 """
-
-
-class CommandError(Exception):
-    """A user-facing failure: printed as `hotpath: error: ...` with exit status 2 (or `code`)."""
-
-    def __init__(self, message: str, code: int = 2) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def build_parser() -> argparse.ArgumentParser:

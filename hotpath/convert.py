@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hotpath.cli import CommandError
+from hotpath.command import CommandError
 from profiler import folded, pprof
 from profiler.errors import ProfileError
 from profiler.model import Profile, Sample

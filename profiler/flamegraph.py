@@ -13,6 +13,7 @@ import numpy as np
 from profiler.flamejson import diff_to_json, from_json, to_json
 from profiler.flametree import (
     OTHER,
+    DiffTree,
     FlameTree,
     build_tree,
     build_tree_ids,
@@ -22,7 +23,7 @@ from profiler.flametree import (
     trim,
     trim_arrays,
 )
-from profiler.model import Frame, FrameKind, Profile
+from profiler.model import FrameKind, Profile
 
 __all__ = [
     "DiffTree", "FlameTree", "FunctionRow", "build_tree", "build_tree_ids", "diff_to_json", "diff_trees",
@@ -35,32 +36,6 @@ def tree_from_profile(profile: Profile, value_index: int = 0) -> FlameTree:
     if profile.samples and not 0 <= value_index < len(profile.sample_types):
         raise ValueError(f"value_index {value_index} out of range for {len(profile.sample_types)} sample types")
     return build_tree((s.stack, s.values[value_index]) for s in profile.samples)
-
-
-@dataclass(eq=False)
-class DiffTree:
-    """Union of two trees by path; per node the left and right totals and selves."""
-
-    frames: list[Frame]
-    parent: np.ndarray
-    frame: np.ndarray
-    depth: np.ndarray
-    hidden: np.ndarray
-    left_total: np.ndarray
-    left_self: np.ndarray
-    right_total: np.ndarray
-    right_self: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.parent.size)
-
-    @property
-    def total(self) -> np.ndarray:
-        return self.left_total + self.right_total
-
-    @property
-    def self_(self) -> np.ndarray:
-        return self.left_self + self.right_self
 
 
 def diff_trees(left: FlameTree, right: FlameTree) -> DiffTree:

@@ -7,15 +7,12 @@ nested JSON; "others" entries tell the UI which prefix to re-query to drill into
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from profiler.flametree import OTHER, ROOT_FRAME, FlameTree, level_ranges
+from profiler.flametree import OTHER, ROOT_FRAME, DiffTree, FlameTree, level_ranges
 from profiler.model import Frame, FrameKind
-
-if TYPE_CHECKING:
-    from profiler.flamegraph import DiffTree
 
 
 def _x_positions(parent: np.ndarray, depth: np.ndarray, total: np.ndarray) -> np.ndarray:
@@ -185,7 +182,5 @@ def from_json(doc: Mapping[str, Any]) -> FlameTree | DiffTree:
         hidden[lo + o["index"]] = o["hidden_nodes"]
     if stride == 4:
         return FlameTree(frames, parent, frame, depth, allc[:, 1].copy(), allc[:, 2].copy(), hidden)
-    from profiler.flamegraph import DiffTree
-
     return DiffTree(frames, parent, frame, depth, hidden, allc[:, 4].copy(), allc[:, 5].copy(), allc[:, 6].copy(),
                     allc[:, 7].copy())

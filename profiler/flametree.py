@@ -57,6 +57,32 @@ class FlameTree:
         return out
 
 
+@dataclass(eq=False)
+class DiffTree:
+    """Union of two trees by path; per node the left and right totals and selves."""
+
+    frames: list[Frame]
+    parent: np.ndarray
+    frame: np.ndarray
+    depth: np.ndarray
+    hidden: np.ndarray
+    left_total: np.ndarray
+    left_self: np.ndarray
+    right_total: np.ndarray
+    right_self: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.parent.size)
+
+    @property
+    def total(self) -> np.ndarray:
+        return self.left_total + self.right_total
+
+    @property
+    def self_(self) -> np.ndarray:
+        return self.left_self + self.right_self
+
+
 def level_ranges(depth: np.ndarray) -> list[tuple[int, int]]:
     if depth.size == 0:
         return []

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
-import socket
 from typing import Any
+
+from hotpath.command import CommandError, positive_int
+from server.config import check_bind
 
 SERVER_EPILOG = """examples:
   hotpath server                                       # SQLite in ~/.local/share/hotpath, 127.0.0.1:4040
@@ -15,44 +16,6 @@ SERVER_EPILOG = """examples:
   hotpath token list                                   # ids, names, scopes, sessions; never secrets
   hotpath token revoke fleet-collectors                # by name (or id); its sessions end at once
 """
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def parse_bind(bind: str) -> tuple[str, int]:
-    host, sep, port = bind.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"--bind {bind!r}: expected HOST:PORT, e.g. 127.0.0.1:4040")
-    return host.strip("[]") or "0.0.0.0", int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        try:
-            return all(ipaddress.ip_address(a[4][0]).is_loopback for a in socket.getaddrinfo(host, None))
-        except OSError:
-            return False
-
-
-def check_bind(bind: str, auth: bool) -> tuple[str, int]:
-    """Refuse to serve without auth on anything but loopback (the message says how to fix it)."""
-    host, port = parse_bind(bind)
-    if not auth and not is_loopback(host):
-        raise ValueError(f"refusing to serve without authentication on non-loopback address {host}: "
-                         "drop --no-auth (and use tokens) or bind 127.0.0.1")
-    return host, port
 
 
 def _db_args(parser: argparse.ArgumentParser) -> None:
@@ -71,7 +34,6 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    from hotpath.cli import CommandError
     from server.config import ConfigError, load_config
 
     try:
@@ -81,7 +43,6 @@ def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> di
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    from hotpath.cli import CommandError
     from server import db
     from server.buffering_worker import RequestLimits
     from server.config import database_url
@@ -135,7 +96,6 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    from hotpath.cli import CommandError
     from server import auth, db
     from server.config import database_url
 
@@ -154,7 +114,6 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 def cmd_token_list(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from hotpath.cli import CommandError
     from server import auth, db
     from server.config import database_url
 
@@ -175,7 +134,6 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
-    from hotpath.cli import CommandError
     from server import auth, db
     from server.config import database_url
 

@@ -6,11 +6,17 @@ build apps with their own settings side by side.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+# prometheus_client's own variable, named here because both sides need it: gunicorn_app sets it before
+# any worker imports prometheus_client, server.metrics (which imports prometheus_client) reads it.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 DEFAULTS: dict[str, Any] = {
     "DATA_DIR": "~/.local/share/hotpath",
@@ -133,3 +139,31 @@ def database_url(config: Mapping[str, Any]) -> str:
             url = "postgresql+psycopg://" + url.split("://", 1)[1]  # psycopg 3, not psycopg2
         return url
     return f"sqlite:///{data_dir(config) / 'hotpath.db'}"
+
+
+def parse_bind(bind: str) -> tuple[str, int]:
+    host, sep, port = bind.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"--bind {bind!r}: expected HOST:PORT, e.g. 127.0.0.1:4040")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return all(ipaddress.ip_address(a[4][0]).is_loopback for a in socket.getaddrinfo(host, None))
+        except OSError:
+            return False
+
+
+def check_bind(bind: str, auth: bool) -> tuple[str, int]:
+    """Refuse to serve without auth on anything but loopback (the message says how to fix it)."""
+    host, port = parse_bind(bind)
+    if not auth and not is_loopback(host):
+        raise ValueError(f"refusing to serve without authentication on non-loopback address {host}: "
+                         "drop --no-auth (and use tokens) or bind 127.0.0.1")
+    return host, port

@@ -9,10 +9,8 @@ import tempfile
 from typing import Any
 
 from server.buffering_worker import BufferingWorker, RequestLimits
+from server.config import MULTIPROC_ENV
 from server.heap import keep_freed_memory
-
-# prometheus_client's own variable; not imported from server.metrics, which imports prometheus_client.
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def serve(overrides: dict[str, Any], bind: str, workers: int, config_file: str | None = None,

@@ -12,7 +12,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from server.gunicorn_app import MULTIPROC_ENV
+from server.config import MULTIPROC_ENV
 
 
 class Metrics:

@@ -77,10 +77,9 @@ def _stop(proc: subprocess.Popen | None, name: str) -> None:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    from hotpath.cli import CommandError
+    from hotpath.command import CommandError
     from server import db
-    from server.cli import check_bind
-    from server.config import data_dir, database_url, load_config
+    from server.config import check_bind, data_dir, database_url, load_config
 
     cfg = load_config({"DATA_DIR": args.data_dir} if args.data_dir else {})
     cfg["DATABASE_URL"] = ""  # `up` is the embedded SQLite experience

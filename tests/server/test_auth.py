@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from server.cli import check_bind
+from server.config import check_bind
 from server.models import sessions
 from tests.server.conftest import bearer
 
