@@ -5,7 +5,7 @@ import { decode, findPath, pathOf, search, topFunctions, sortRows, nameMatcher }
 import { sandwich } from "./sandwich.js";
 import { diffStats, classify, diffColor, summarize } from "./diff.js";
 import { FlameGraph } from "./render.js";
-import { Timeline } from "./timeline.js";
+import { Timeline, niceStep } from "./timeline.js";
 import { fetchJSON, getSession, login, ApiError } from "./api.js";
 import { formatPct, toUnixSeconds, timeError } from "./format.js";
 import * as V from "./views.js";
@@ -404,7 +404,7 @@ async function loadTimeline() {
   const t0 = toUnixSeconds(state.from);
   const t1 = toUnixSeconds(state.until);
   if (!Number.isFinite(t0) || !Number.isFinite(t1) || t1 <= t0) return; // the field error says why
-  const step = Math.max(1, Math.ceil((t1 - t0) / 240));
+  const step = niceStep(t1 - t0);
   const p = new URLSearchParams({ query: apiQuery(state.type, state.query), from: state.from, until: state.until, step: String(step) });
   const key = p.toString();
   if (key === lastSeriesKey) return;
@@ -559,6 +559,7 @@ window.hotpath = {
   get state() { return state; },
   get model() { return model; },
   get calibration() { return calibration; },
+  timeline,
   graph,
   sandwich: { callers: swCallers, callees: swCallees },
   /** Center of the widest hatched box (client group or server "other") and its parent's path. */

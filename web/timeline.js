@@ -26,6 +26,28 @@ export function dragRange(x0, x1, width, t0, t1, minPx = 3) {
   return [Math.floor(a), Math.ceil(b)];
 }
 
+// Batches arrive every 10 s (the collector's and Pyroscope SDKs' interval): a step that is not a
+// multiple of it puts 1 or 2 batches in alternate buckets, drawing a steady load as a sawtooth.
+export const DATA_INTERVAL_S = 10;
+const STEP_MULTIPLES = [1, 2, 3, 6, 12, 30, 60, 90, 180, 360, 720, 1080, 2160, 4320, 8640, 17280, 60480];
+
+/** The smallest step (a multiple of the data interval from a readable list) giving <= maxPoints bars. */
+export function niceStep(spanS, maxPoints = 240, interval = DATA_INTERVAL_S) {
+  const want = Math.max(1, spanS / maxPoints);
+  for (const k of STEP_MULTIPLES) if (k * interval >= want) return k * interval;
+  return Math.ceil(want / interval) * interval;
+}
+
+/** How a per-step sum reads best: CPU nanoseconds as cores, other time as threads, else per step. */
+export function rate(resp, step) {
+  const unit = (resp && resp.unit) || "";
+  if (unit === "nanoseconds" && step > 0) {
+    const what = !resp.type || resp.type === "cpu" ? "cores" : "threads (avg)";
+    return { scale: 1 / (step * 1e9), fmt: (v) => `${v.toFixed(v >= 10 ? 1 : 2)} ${what}` };
+  }
+  return { scale: 1, fmt: (v) => `${formatValue(v, unit)} per ${step || "?"} s` };
+}
+
 const HEIGHT = 70;
 
 export class Timeline {
@@ -38,6 +60,8 @@ export class Timeline {
     this.t1 = 1;
     this.unit = "";
     this.step = 0;
+    this.rate = rate(null, 0);
+    this.peakLabel = "";
     this.drag = null;
     this.dark = false;
     canvas.addEventListener("mousedown", (e) => { this.drag = [e.offsetX, e.offsetX]; this.draw(); });
@@ -66,9 +90,10 @@ export class Timeline {
   /** Show a `series` response over the axis [t0, t1] (unix seconds). */
   setData(resp, t0, t1) {
     if (!Number.isFinite(t0) || !Number.isFinite(t1)) { t0 = 0; t1 = 1; resp = { series: [] }; }
-    this.points = sumSeries(resp);
-    this.unit = (resp && resp.unit) || "";
     this.step = (resp && resp.step) || 0;
+    this.rate = rate(resp, this.step);
+    this.points = sumSeries(resp).map(([t, v]) => [t, v * this.rate.scale]);
+    this.unit = (resp && resp.unit) || "";
     this.t0 = t0;
     this.t1 = t1 > t0 ? t1 : t0 + 1;
     this.draw();
@@ -100,7 +125,8 @@ export class Timeline {
     g.fillStyle = this.dark ? "#bbb" : "#555";
     g.font = "11px system-ui, sans-serif";
     g.textBaseline = "top";
-    g.fillText(max > 0 ? `peak ${formatValue(max, this.unit)} per ${this.step || "?"} s` : "no data in this range", 4, 1);
+    this.peakLabel = max > 0 ? `peak ${this.rate.fmt(max)}` : "no data in this range";
+    g.fillText(this.peakLabel, 4, 1);
     const fmt = (t) => formatTime(t).slice(5, 16); // "" for a non-finite bound: never throws
     g.textAlign = "right";
     g.fillText(`${fmt(this.t0)} → ${fmt(this.t1)} UTC`, w - 4, 1);

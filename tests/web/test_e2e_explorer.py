@@ -214,3 +214,19 @@ def test_labels_keep_the_function_name(ui):
         for (let k = 0; k < g.r.count; k++) if (String(m.names[m.nameIdx[g.r.node[k]]]) === name) return g.labelOf(k);
         return null; }""", name)
     assert label == "s::m::fn_parse_request_body", label
+
+
+def test_timeline_steps_follow_the_data_interval_and_show_cores(ui):
+    # The fleet simulator: 4 hosts each send a 10 s batch every 10 s of 120 stacks x (1 + geometric(0.5))
+    # samples at 19 Hz: a steady 4 * 120 * 3 / 19 / 10 = 7.58 cores from 30 to 5 minutes ago.
+    page = ui.open(q(query='{service=~"svc-.*"}'))
+    page.wait_for_function("() => window.hotpath.timeline.points.length > 20")
+    tl = ui.js("() => ({step: window.hotpath.timeline.step, points: window.hotpath.timeline.points,"
+               " label: window.hotpath.timeline.peakLabel})")
+    assert tl["step"] % 10 == 0, tl["step"]
+    inner = [v for _t, v in tl["points"] if v > 0][2:-2]  # the simulated half hour, without its edges
+    assert len(inner) > 30
+    assert max(inner) / min(inner) < 1.35, "a steady load draws steady bars"
+    mean = sum(inner) / len(inner)
+    assert 6.8 < mean < 8.4, mean
+    assert tl["label"].startswith("peak ") and tl["label"].endswith(" cores"), tl["label"]

@@ -192,3 +192,13 @@ test("shortLabel keeps the function name: args, templates, then namespaces go fi
   assert.equal(shortLabel("/usr/lib/python3/foo/bar.py", 12), "…/bar.py");
   assert.equal(shortLabel("plainfunctionname", 8), "plainfu…");
 });
+
+test("timeline steps are multiples of the 10 s data interval; CPU reads as cores", async () => {
+  const { niceStep, rate } = await import("../timeline.js");
+  assert.equal(niceStep(3600), 20); // 15 s would alternate 1 and 2 batches per bar
+  assert.equal(niceStep(300), 10);
+  assert.equal(niceStep(86400), 600);
+  for (const span of [60, 900, 3600, 21600, 86400, 604800]) assert.equal(niceStep(span) % 10, 0);
+  const r = rate({ unit: "nanoseconds", type: "cpu" }, 20);
+  assert.equal(r.fmt(40e9 * r.scale), "2.00 cores");
+});
