@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 from collector.source import MISSED_REASONS, RawCount, RawDrain
 from collector.symbolize.symbolizer import Symbolizer
-from profiler.model import Frame, FrameKind, Profile, Sample, make_labels
+from profiler.model import KERNEL_BINARY, Frame, FrameKind, Profile, Sample, make_labels
 from profiler.types import new_cpu_profile, new_offcpu_profile
 
 MISSED_USER = Frame("[missed user stack]", "", FrameKind.UNKNOWN)
-MISSED_KERNEL = Frame("[missed kernel stack]", KERNEL_BINARY := "[kernel.kallsyms]", FrameKind.KERNEL)
+MISSED_KERNEL = Frame("[missed kernel stack]", KERNEL_BINARY, FrameKind.KERNEL)
 
 
 @dataclass(slots=True)

@@ -26,6 +26,11 @@ class FrameKind(str, enum.Enum):
     UNKNOWN = "unknown"
 
 
+# The binary of every kernel frame (perf's name for the kernel image): set by the symbolizer, written
+# as the pprof mapping of kernel frames that have no binary of their own.
+KERNEL_BINARY = "[kernel.kallsyms]"
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     """One stack frame.

@@ -34,10 +34,9 @@ from profiler import pprof_columns
 from profiler import profile_pb2 as pb
 from profiler.errors import PprofError
 from profiler.gunzip import GZIP_MAGIC, GzipError, gunzip
-from profiler.model import Frame, FrameKind, Labels, Profile, ProfileTable, ValueType
+from profiler.model import KERNEL_BINARY, Frame, FrameKind, Labels, Profile, ProfileTable, ValueType
 
 MAX_DECOMPRESSED = 1 << 30  # refuse gzip bombs: 1 GiB of protobuf is far beyond any real batch
-KERNEL_MAPPING = "[kernel.kallsyms]"
 COUNTER_PREFIX = "hotpath.counter:"
 KIND_PREFIX = "hotpath.kind:"
 _KINDS = {k.value: k for k in FrameKind}
@@ -333,7 +332,7 @@ def encode(profile: Profile, compress: bool = True) -> bytes:
             mid = mapping_ids.get(mkey, 0)
             if not mid:
                 mid = mapping_ids[mkey] = len(mapping_ids) + 1
-                path = fr.binary or (KERNEL_MAPPING if fr.kind is FrameKind.KERNEL else "")
+                path = fr.binary or (KERNEL_BINARY if fr.kind is FrameKind.KERNEL else "")
                 msg.mapping.add(id=mid, filename=sid(path), build_id=sid(fr.build_id),
                                 has_functions=True)
                 kind_comments.append(f"{KIND_PREFIX}{mid}={fr.kind.value}")

@@ -17,10 +17,9 @@ from collector.symbolize.elf import ElfReadError, ElfSymbols, load_elf
 from collector.symbolize.kallsyms import KernelSymbols
 from collector.symbolize.perfmap import MAX_PERF_MAP_BYTES, PerfMap
 from collector.symbolize.procmaps import Mapping, ProcessInfo
-from profiler.model import Frame, FrameKind
+from profiler.model import KERNEL_BINARY, Frame, FrameKind
 
 log = logging.getLogger("hotpath.collector.symbolize")
-KERNEL_BINARY = "[kernel.kallsyms]"
 UNKNOWN = "[unknown]"
 Counters = MutableMapping[str, int]
 # Bounds of the frame cache (an entry is ~250 bytes): per process, and in all.
