@@ -23,8 +23,8 @@ from sqlalchemy import Engine, delete, func, insert, select, update
 
 from server import db
 from server.models import sessions, tokens
+from server.scopes import SCOPES
 
-SCOPES = ("ingest", "read", "admin")
 TOKEN_PREFIX = "hp_"
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from hotpath.command import CommandError, positive_int
 from server.config import check_bind
+from server.scopes import SCOPES
 
 SERVER_EPILOG = """examples:
   hotpath server                                       # SQLite in ~/.local/share/hotpath, 127.0.0.1:4040
@@ -184,7 +185,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tsub = p.add_subparsers(dest="token_command", metavar="COMMAND")
     create = tsub.add_parser("create", help="create a token (printed once; stored hashed)")
     _db_args(create)
-    create.add_argument("--scope", action="append", required=True, choices=("ingest", "read", "admin"),
+    create.add_argument("--scope", action="append", required=True, choices=SCOPES,
                         help="scope (repeatable)")
     create.add_argument("--name", help="a name to recognize the token by")
     create.set_defaults(func=cmd_token_create)

@@ -14,12 +14,13 @@ from flask import current_app, g, request
 from server.auth import Authenticator, Principal
 from server.metrics import Metrics
 from server.ratelimit import FailureLimiter
+from server.scopes import SCOPES
 from server.storage import Storage
 
 F = TypeVar("F", bound=Callable[..., Any])
 SESSION_COOKIE = "hotpath_session"
 CSRF_HEADER = "X-Hotpath-CSRF"
-ALL_SCOPES = frozenset({"ingest", "read", "admin"})
+ALL_SCOPES = frozenset(SCOPES)
 
 
 class ApiError(Exception):

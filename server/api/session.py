@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from server.api.common import SESSION_COOKIE, ApiError, check_token, principal, state
+from server.scopes import SCOPES
 
 bp = Blueprint("session", __name__, url_prefix="/api/v1")
 
@@ -28,7 +29,7 @@ def login() -> Response:
     if not isinstance(token, str) or not token:
         raise ApiError(400, 'send JSON {"token": "<read token>"}')
     if not st.config["AUTH"]:
-        return jsonify({"authenticated": True, "auth_required": False, "scopes": ["admin", "ingest", "read"],
+        return jsonify({"authenticated": True, "auth_required": False, "scopes": sorted(SCOPES),
                         "csrf_token": ""})
     who = check_token(token)
     if not who.allows("read"):
