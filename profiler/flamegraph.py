@@ -17,6 +17,7 @@ from profiler.flametree import (
     FlameTree,
     build_tree,
     build_tree_ids,
+    frame_sort_key,
     level_ranges,
     other_prefix,
     subtree_sizes,
@@ -50,7 +51,7 @@ def diff_trees(left: FlameTree, right: FlameTree) -> DiffTree:
             frames.append(f)
         rmap[i] = j
     # Keep siblings alphabetical in the union, as build_tree does.
-    order = sorted(range(1, len(frames)), key=lambda i: (frames[i].function, frames[i].binary, str(frames[i].kind)))
+    order = sorted(range(1, len(frames)), key=lambda i: frame_sort_key(frames[i]))
     rank = np.empty(len(frames), dtype=np.int64)
     rank[0] = 0
     rank[np.asarray(order, dtype=np.int64)] = np.arange(1, len(frames)) if order else rank[:0]

@@ -97,7 +97,8 @@ def empty_tree() -> FlameTree:
     return FlameTree([ROOT_FRAME], np.array([-1], dtype=np.int64), z.copy(), z.copy(), z.copy(), z.copy(), z.copy())
 
 
-def _frame_sort_key(frame: Frame) -> tuple[str, str, str]:
+def frame_sort_key(frame: Frame) -> tuple[str, str, str]:
+    """Siblings' order in every tree (built or diffed): by name, then binary, then kind."""
     return (frame.function, frame.binary, frame.kind.value if isinstance(frame.kind, FrameKind) else str(frame.kind))
 
 
@@ -135,7 +136,7 @@ def build_tree_ids(frames: Sequence[Frame], flat: np.ndarray, lengths: np.ndarra
     if values.size == 0:
         return empty_tree()
     # Frame ids sorted by name so siblings come out alphabetically (stable, readable, diff-friendly).
-    order = sorted(range(len(frames)), key=lambda i: _frame_sort_key(frames[i]))
+    order = sorted(range(len(frames)), key=lambda i: frame_sort_key(frames[i]))
     remap = np.empty(len(frames), dtype=np.int64)
     remap[np.asarray(order, dtype=np.int64)] = np.arange(1, len(frames) + 1)
     table = [ROOT_FRAME] + [frames[i] for i in order]
