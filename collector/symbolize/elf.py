@@ -131,6 +131,17 @@ def _concat(parts: list[SymArrays]) -> SymArrays:
             np.concatenate(offs), b"".join(blobs))
 
 
+def _function_symbols(table: bytes, strings: bytes) -> SymArrays | None:
+    """The defined functions of one ELF64 symbol table (`strings`: its string table plus a NUL), or
+    None when it has none; names pointing past the string table are dropped."""
+    syms = np.frombuffer(table[: len(table) // 24 * 24], dtype=_SYM64)
+    keep = np.isin(syms["info"] & 0xF, _FUNC_TYPES) & (syms["value"] != 0) & (syms["shndx"] != 0)
+    keep &= syms["name"] < len(strings)
+    if not keep.any():
+        return None
+    return syms["value"][keep], syms["size"][keep], syms["name"][keep], strings
+
+
 def _symbols(elf: ELFFile, fh: BinaryIO) -> tuple[SymArrays, bool]:
     """Function symbols, parsed with numpy: pyelftools' per-symbol objects take ~0.1 ms each."""
     parts: list[SymArrays] = []
@@ -147,11 +158,8 @@ def _symbols(elf: ELFFile, fh: BinaryIO) -> tuple[SymArrays, bool]:
         raw = fh.read(section["sh_size"])
         fh.seek(strtab["sh_offset"])
         strings = fh.read(strtab["sh_size"]) + b"\0"
-        syms = np.frombuffer(raw[: len(raw) // 24 * 24], dtype=_SYM64)
-        keep = np.isin(syms["info"] & 0xF, _FUNC_TYPES) & (syms["value"] != 0) & (syms["shndx"] != 0)
-        keep &= syms["name"] < len(strings)
-        if keep.any():
-            parts.append((syms["value"][keep], syms["size"][keep], syms["name"][keep], strings))
+        if (found := _function_symbols(raw, strings)) is not None:
+            parts.append(found)
     return _concat(parts), has_symtab
 
 
@@ -255,11 +263,8 @@ def _read_elf64(fh: BinaryIO, path: str) -> tuple[ElfSymbols, SymArrays] | None:
                 result.has_symtab = True
             table = data(i)
             strings = data(int(sh["link"])) + b"\0"
-            syms = np.frombuffer(table[: len(table) // 24 * 24], dtype=_SYM64)
-            keep = np.isin(syms["info"] & 0xF, _FUNC_TYPES) & (syms["value"] != 0) & (syms["shndx"] != 0)
-            keep &= syms["name"] < len(strings)
-            if keep.any():
-                parts.append((syms["value"][keep], syms["size"][keep], syms["name"][keep], strings))
+            if (found := _function_symbols(table, strings)) is not None:
+                parts.append(found)
     return result, _concat(parts)
 
 
