@@ -1,5 +1,5 @@
 """Ship spooled batches to `POST /api/v1/ingest`: 2xx done, 4xx rejected (never retried),
-3xx / 5xx / no answer / a malformed or late answer retried with exponential backoff and full jitter."""
+3xx / 5xx / no answer / a malformed or late answer retried with exponential backoff and equal jitter."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ class ShipStats:
 
 
 class Shipper:
-    """Sends batches with a bearer token; owns the retry schedule (backoff with jitter)."""
+    """Sends batches with a bearer token; owns the retry schedule (exponential backoff, equal jitter)."""
 
     def __init__(self, server: str, token: str, timeout_s: float = 10.0, base_backoff_s: float = 0.5,
                  max_backoff_s: float = 20.0, clock: Callable[[], float] = time.monotonic,
@@ -131,6 +131,8 @@ class Shipper:
     def _backoff(self) -> None:
         self._attempt += 1
         cap = min(self.max, self.base * (2 ** min(self._attempt, 30)))
+        # Equal jitter: a wait uniform in [cap/2, cap]. Spread enough that a fleet does not retry in
+        # step, and unlike full jitter ([0, cap]) never a near-zero wait on a server that just failed.
         self.next_try = self._clock() + cap * (0.5 + 0.5 * self._rand())
 
     def flush(self, spool: Spool, budget: int = 1000) -> int:

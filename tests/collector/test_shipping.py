@@ -73,7 +73,7 @@ def test_5xx_retries_with_backoff_then_delivers_once(tmp_path, ingest_server) ->
     spool.put(b"b", {}, key="b")
     shipper = Shipper(ingest_server.url, "tok", clock=clock, base_backoff_s=1.0, rand=lambda: 1.0)
     assert shipper.flush(spool) == 0
-    assert shipper.next_try == 2.0  # 1s * 2^1, full jitter factor at its max
+    assert shipper.next_try == 2.0  # 1s * 2^1, jitter factor at its max
     assert shipper.flush(spool) == 0  # still backing off: nothing sent
     assert ingest_server.keys == ["a"]
     clock.now = 2.0
@@ -84,6 +84,17 @@ def test_5xx_retries_with_backoff_then_delivers_once(tmp_path, ingest_server) ->
     assert shipper.flush(spool) == 2
     assert list(ingest_server.stored) == ["a", "b"]
     assert shipper.next_try == 0.0
+
+
+def test_backoff_jitter_is_equal_jitter(tmp_path, ingest_server) -> None:
+    # Equal jitter, as ship.py documents: the wait is in [cap/2, cap], never below half the cap.
+    ingest_server.mode = "500"
+    spool = Spool(tmp_path)
+    spool.put(b"a", {}, key="a")
+    for rand, wait in ((0.0, 1.0), (0.5, 1.5), (1.0, 2.0)):
+        shipper = Shipper(ingest_server.url, "tok", clock=FakeClock(), base_backoff_s=1.0, rand=lambda r=rand: r)
+        assert shipper.flush(spool) == 0
+        assert shipper.next_try == wait  # cap = 1s * 2^1
 
 
 def test_connection_refused_is_retried(tmp_path) -> None:
