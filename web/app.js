@@ -137,6 +137,12 @@ function syncControls() {
   $("runtil").value = state.runtil;
   $("noise").value = state.noise;
   syncNodes();
+  if (state.groupby && ![...$("groupby").options].some((o) => o.value === state.groupby)) {
+    const o = document.createElement("option");
+    o.textContent = state.groupby;
+    $("groupby").appendChild(o);
+  }
+  $("groupby").value = state.groupby;
   $("orient").textContent = state.orient;
   for (const b of $("views").querySelectorAll("button[data-view]")) {
     b.setAttribute("aria-pressed", String(b.dataset.view === state.view));
@@ -406,12 +412,15 @@ async function loadTimeline() {
   if (!Number.isFinite(t0) || !Number.isFinite(t1) || t1 <= t0) return; // the field error says why
   const step = niceStep(t1 - t0);
   const p = new URLSearchParams({ query: apiQuery(state.type, state.query), from: state.from, until: state.until, step: String(step) });
+  if (state.groupby) p.set("group_by", state.groupby);
   const key = p.toString();
   if (key === lastSeriesKey) return;
   lastSeriesKey = key;
   try {
     const resp = await fetchJSON(`/api/v1/series?${p}`);
+    timeline.groupBy = state.groupby;
     timeline.setData(resp, t0, t1);
+    V.renderGroupLegend($("timeline-legend"), timeline.groups, timeline.dark);
   } catch (e) {
     lastSeriesKey = "";
     if (!(e instanceof ApiError && e.status === 401)) timeline.setData({ series: [] }, t0, t1);
@@ -478,6 +487,7 @@ function wire() {
   $("dl-png").addEventListener("click", downloadPNG);
   $("diff-run").addEventListener("click", () => setState({ rquery: $("rquery").value.trim(), rfrom: $("rfrom").value.trim(),
     runtil: $("runtil").value.trim(), noise: $("noise").value || "3" }));
+  $("groupby").addEventListener("change", () => setState({ groupby: $("groupby").value }));
   $("nodes").addEventListener("change", () => setState({ nodes: $("nodes").value }));
   $("noise").addEventListener("change", () => setState({ noise: $("noise").value || "3" }, { replace: true }));
   $("top-table").querySelector("thead").addEventListener("click", (e) => {

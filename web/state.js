@@ -20,6 +20,7 @@ export const DEFAULTS = Object.freeze({
   sort: "self",
   dir: "-1",
   noise: "3",
+  groupby: "", // a label name: the timeline stacks one series per value (series?group_by=)
   nodes: "", // detail cap (max_nodes); "" = the default this browser draws within a frame budget
 });
 
@@ -49,6 +50,7 @@ export function parseState(search) {
   if (!["self", "total", "name"].includes(s.sort)) s.sort = DEFAULTS.sort;
   if (s.dir !== "1" && s.dir !== "-1") s.dir = DEFAULTS.dir;
   if (!Number.isFinite(Number(s.noise)) || Number(s.noise) < 0) s.noise = DEFAULTS.noise;
+  if (!/^([A-Za-z_][A-Za-z0-9_]*)?$/.test(s.groupby)) s.groupby = DEFAULTS.groupby;
   if (s.nodes !== "" && !(Number.isInteger(Number(s.nodes)) && Number(s.nodes) >= 2)) s.nodes = DEFAULTS.nodes;
   return s;
 }

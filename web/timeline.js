@@ -12,6 +12,30 @@ export function sumSeries(resp) {
   return [...acc.entries()].sort((a, b) => a[0] - b[0]);
 }
 
+/** Distinguishable colors for stacked groups: hues a golden angle apart, two lightnesses. */
+export function groupColor(k, dark) {
+  const hue = Math.round((k * 137.508 + 20) % 360);
+  const light = (dark ? 58 : 50) + (k % 2 ? 10 : 0);
+  return `hsl(${hue},65%,${light}%)`;
+}
+
+/**
+ * Groups of a `series?group_by=` answer, biggest first: [{name, values: Map(t -> v), total, other}].
+ * The server's "other" entry (groups past its cap) stays last and says how many groups it sums.
+ */
+export function seriesGroups(resp, groupBy) {
+  const out = [];
+  for (const s of (resp && resp.series) || []) {
+    const values = new Map();
+    let total = 0;
+    for (const [t, v] of s.points || []) { values.set(t, (values.get(t) || 0) + v); total += v; }
+    const name = s.other ? `other (${s.groups} more ${groupBy} values)`
+      : (s.labels && s.labels[groupBy]) || `(no ${groupBy})`;
+    out.push({ name, values, total, other: !!s.other });
+  }
+  return out.sort((a, b) => (a.other - b.other) || (b.total - a.total) || (a.name < b.name ? -1 : 1));
+}
+
 /** Time (unix seconds) at pixel x of a [t0, t1] axis drawn across `width` pixels. */
 export function pixelToTime(x, width, t0, t1) {
   const f = Math.min(1, Math.max(0, x / Math.max(1, width)));
@@ -61,6 +85,8 @@ export class Timeline {
     this.unit = "";
     this.step = 0;
     this.rate = rate(null, 0);
+    this.groupBy = "";
+    this.groups = [];
     this.peakLabel = "";
     this.drag = null;
     this.dark = false;
@@ -93,6 +119,7 @@ export class Timeline {
     this.step = (resp && resp.step) || 0;
     this.rate = rate(resp, this.step);
     this.points = sumSeries(resp).map(([t, v]) => [t, v * this.rate.scale]);
+    this.groups = this.groupBy ? seriesGroups(resp, this.groupBy) : [];
     this.unit = (resp && resp.unit) || "";
     this.t0 = t0;
     this.t1 = t1 > t0 ? t1 : t0 + 1;
@@ -117,10 +144,25 @@ export class Timeline {
     const span = this.t1 - this.t0;
     const bw = this.step > 0 ? Math.max(1, (this.step / span) * w) : 2;
     g.fillStyle = this.dark ? "hsl(25,80%,55%)" : "hsl(25,85%,55%)";
-    for (const [t, v] of this.points) {
-      const x = ((t - this.t0) / span) * w;
-      const h = max > 0 ? (v / max) * (HEIGHT - 14) : 0;
-      g.fillRect(x, HEIGHT - h, Math.max(1, bw - 1), h);
+    if (this.groups.length && max > 0) {
+      // Stacked: biggest group at the bottom, each bar's segments summing to the total.
+      for (const [t] of this.points) {
+        const x = ((t - this.t0) / span) * w;
+        let y = HEIGHT;
+        this.groups.forEach((grp, k) => {
+          const h = ((grp.values.get(t) || 0) * this.rate.scale / max) * (HEIGHT - 14);
+          if (h <= 0) return;
+          g.fillStyle = groupColor(k, this.dark);
+          g.fillRect(x, y - h, Math.max(1, bw - 1), h);
+          y -= h;
+        });
+      }
+    } else {
+      for (const [t, v] of this.points) {
+        const x = ((t - this.t0) / span) * w;
+        const h = max > 0 ? (v / max) * (HEIGHT - 14) : 0;
+        g.fillRect(x, HEIGHT - h, Math.max(1, bw - 1), h);
+      }
     }
     g.fillStyle = this.dark ? "#bbb" : "#555";
     g.font = "11px system-ui, sans-serif";

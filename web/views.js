@@ -5,6 +5,7 @@
 import { formatValue, formatPct } from "./format.js";
 import { legendColor } from "./colors.js";
 import { diffColor } from "./diff.js";
+import { groupColor } from "./timeline.js";
 
 /** Create an element with a class and text (textContent, never HTML). */
 export function el(tag, cls, text) {
@@ -150,6 +151,20 @@ export function renderLegend(box, m, dark) {
   item.appendChild(document.createTextNode("grouped small frames / server \"other\" (click to drill in)"));
   box.appendChild(item);
   box.appendChild(el("span", "muted", "magenta = search match"));
+}
+
+/** Legend of the stacked timeline: each group's color and share of the range. */
+export function renderGroupLegend(box, groups, dark) {
+  box.replaceChildren();
+  let all = 0;
+  for (const g of groups) all += g.total;
+  groups.forEach((g, k) => {
+    const item = el("span", "item");
+    item.dataset.group = g.name;
+    item.appendChild(swatch(groupColor(k, dark)));
+    item.appendChild(document.createTextNode(`${g.name} ${formatPct(all ? g.total / all : 0)}`));
+    box.appendChild(item);
+  });
 }
 
 /** Diff legend: what red, blue and grey mean, with counts. */

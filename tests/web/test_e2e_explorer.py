@@ -230,3 +230,26 @@ def test_timeline_steps_follow_the_data_interval_and_show_cores(ui):
     mean = sum(inner) / len(inner)
     assert 6.8 < mean < 8.4, mean
     assert tl["label"].startswith("peak ") and tl["label"].endswith(" cores"), tl["label"]
+
+
+def test_group_by_stacks_the_timeline_per_label_value(ui):
+    # 4 simulated hosts over 3 services (host % 3): svc-00 has two hosts, the others one each.
+    page = ui.open(q(query='{service=~"svc-.*"}'))
+    with page.expect_response(lambda r: "/api/v1/series" in r.url and "group_by=service" in r.url):
+        page.locator("#groupby").select_option("service")
+    page.wait_for_function("() => document.querySelectorAll('#timeline-legend .item').length === 3")
+    assert "groupby=service" in page.url
+    shares = ui.js("""() => Object.fromEntries([...document.querySelectorAll('#timeline-legend .item')].map(
+        (e) => [e.dataset.group, parseFloat(e.textContent.split(' ').pop())]))""")
+    assert set(shares) == {"svc-00", "svc-01", "svc-02"}
+    assert shares["svc-00"] == pytest.approx(50, abs=4) and shares["svc-01"] == pytest.approx(25, abs=4)
+    # The stack adds up to the ungrouped total at every step.
+    gap = ui.js("""() => { const tl = window.hotpath.timeline; let worst = 0;
+        for (const [t, v] of tl.points) { let s = 0; for (const g of tl.groups) s += (g.values.get(t) || 0) * tl.rate.scale;
+            worst = Math.max(worst, Math.abs(s - v)); }
+        return worst; }""")
+    assert gap < 1e-9
+    # Per-sample labels group too: the simulator's processes.
+    page.locator("#groupby").select_option("process")
+    page.wait_for_function("() => [...document.querySelectorAll('#timeline-legend .item')].some("
+                           "(e) => e.dataset.group.startsWith('svc-00-w'))")
