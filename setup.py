@@ -1,0 +1,11 @@
+"""The C extension, declared here because pyproject.toml has no stable key for it yet
+(`[tool.setuptools] ext-modules` is experimental and warns on every build). All else is in pyproject.toml."""
+
+from setuptools import Extension, setup
+
+setup(
+    # The pprof wire scanner behind pprof.decode_table (plain C, no dependencies beyond Python.h).
+    ext_modules=[
+        Extension("profiler._pprofscan", sources=["profiler/_pprofscan.c"], extra_compile_args=["-O2", "-std=c11"]),
+    ],
+)
