@@ -71,7 +71,8 @@ def test_malformed_selector_is_400_with_position(client: Any, tokens: dict[str, 
                                                  position: int) -> None:
     resp = get(client, tokens, "/api/v1/flamegraph", query=query)
     assert resp.status_code == 400
-    assert "position" in resp.get_json()["error"]
+    # The 0-based position of the mistake, so the UI can point at it (not just the word "position").
+    assert f"at position {position}" in resp.get_json()["error"]
 
 
 def test_bad_params(client: Any, tokens: dict[str, str], loaded: Any) -> None:
