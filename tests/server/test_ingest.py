@@ -17,7 +17,7 @@ from profiler.model import Sample
 from server.api.common import ApiError
 from server.config import DEFAULTS
 from server.ingest_limits import gunzip_body, read_body
-from server.models import batches, functions
+from server.models import batches
 from tests.pprof_raw import raw_profile
 from tests.server.conftest import bearer
 from tests.server.helpers import cpu_profile, frame
@@ -121,21 +121,28 @@ def test_bad_input_is_a_clear_4xx_and_stores_nothing(app: Any, client: Any, toke
     assert 'hotpath_ingest_rejects_total{reason="body_too_large"} 1.0' in metrics
 
 
-def test_invalid_utf8_function_names(app: Any, client: Any, tokens: dict[str, str]) -> None:
-    body = raw_profile([b"good_fn", b"bad_\xff\xfe_fn", b"nul\x00fn"], [3, 4, 5])
+def test_invalid_utf8_function_names_refuse_the_batch(app: Any, client: Any, tokens: dict[str, str]) -> None:
+    # pprof strings are protobuf `string` fields: the decoder refuses bad UTF-8, so the whole batch is a
+    # clear 400 (the sender keeps it) rather than a guess at what the bytes meant.
+    before = n_batches(app)
+    body = raw_profile([b"good_fn", b"bad_\xff\xfe_fn"], [3, 4])
     resp = post(client, tokens["ingest"], body, "service=utf8")
-    assert resp.status_code in (200, 400), resp.get_json()
-    if resp.status_code == 400:  # rejected as a whole by the decoder: nothing stored
-        assert "pprof" in resp.get_json()["error"]
-        return
-    top = client.get('/api/v1/top?query=cpu{service="utf8"}', headers=bearer(tokens["read"])).get_json()
-    names = {f["name"] for f in top["functions"]}
-    assert "good_fn" in names and len(names) == 3
-    assert all("\x00" not in n for n in names)
-    assert top["total"] == 12 * 10_000_000
-    with app.extensions["hotpath"].storage.engine.connect() as conn:
-        stored = conn.execute(select(functions.c.name).where(functions.c.name.like("bad%"))).scalars().all()
-    assert stored and all(n.encode("utf-8") for n in stored)
+    assert resp.status_code == 400, resp.get_json()
+    assert resp.get_json()["reason"] == "bad_profile" and "UTF-8" in resp.get_json()["error"]
+    assert n_batches(app) == before
+
+
+def test_nul_in_function_names_is_repaired_and_counted(app: Any, client: Any, tokens: dict[str, str]) -> None:
+    # Valid UTF-8 that a database cannot store (NUL) is the repair path: replaced, stored, counted.
+    body = raw_profile([b"good_fn", b"nul\x00fn"], [3, 5])
+    resp = post(client, tokens["ingest"], body, "service=nul")
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json()["repaired"] == {"invalid_utf8_frames": 1}
+    top = client.get('/api/v1/top?query=cpu{service="nul"}', headers=bearer(tokens["read"])).get_json()
+    assert {f["name"] for f in top["functions"]} == {"good_fn", "nul\ufffdfn"}
+    assert top["total"] == 8 * 10_000_000
+    metrics = client.get("/metrics", headers=bearer(tokens["read"])).get_data(as_text=True)
+    assert 'hotpath_ingest_repairs_total{what="invalid_utf8_frames"} 1.0' in metrics
 
 
 def test_concurrent_duplicate_idempotency_keys(app: Any, tokens: dict[str, str]) -> None:
