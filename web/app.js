@@ -235,7 +235,7 @@ function handleError(e) {
 function render() {
   if (!model) return;
   const dark = isDark();
-  V.renderQuality($("quality"), model);
+  V.renderQuality($("quality"), model, state.query);
   const zoom = currentZoom();
   graph.setOrient(state.orient);
   if (graph.zoom !== zoom) graph.setZoom(zoom);
@@ -487,6 +487,11 @@ function wire() {
   $("dl-png").addEventListener("click", downloadPNG);
   $("diff-run").addEventListener("click", () => setState({ rquery: $("rquery").value.trim(), rfrom: $("rfrom").value.trim(),
     runtil: $("runtil").value.trim(), noise: $("noise").value || "3" }));
+  $("quality").addEventListener("click", (e) => {
+    if (!e.target.closest(".quality-toggle")) return;
+    $("quality").classList.toggle("expanded");
+    if (model) V.renderQuality($("quality"), model, state.query);
+  });
   $("groupby").addEventListener("change", () => setState({ groupby: $("groupby").value }));
   $("nodes").addEventListener("change", () => setState({ nodes: $("nodes").value }));
   $("noise").addEventListener("change", () => setState({ noise: $("noise").value || "3" }, { replace: true }));

@@ -205,10 +205,19 @@ const COUNTER_NAMES = {
   spool_dropped_batches: "dropped batches",
 };
 
-/** Data-quality strip: every counter the server sent plus what the graph collapsed. */
-export function renderQuality(box, m) {
+// Labels the collector puts on samples, not on the agent's batch: the batch counters (missed stacks,
+// drops) cannot be split by them, so a selector on one still shows the whole agent's counters.
+const SAMPLE_LABEL = /(^|[{,\s])(process|pid|thread|tid|comm)\s*(=|!=|=~|!~)/;
+
+/** Data-quality strip: every counter the server sent plus what the graph collapsed. One line
+ * (ellipsized) until clicked; `query` says when the counters are wider than the selection. */
+export function renderQuality(box, m, query = "") {
   box.replaceChildren();
   if (!m) return;
+  const toggle = el("button", "quality-toggle", box.classList.contains("expanded") ? "less ▴" : "more ▾");
+  toggle.type = "button";
+  toggle.title = "show every data-quality line";
+  box.appendChild(toggle);
   box.appendChild(el("span", "", `${formatValue(m.numTicks, m.unit)} in view`));
   const keys = Object.keys(m.counters).sort();
   for (const k of keys) {
@@ -224,6 +233,9 @@ export function renderQuality(box, m) {
       `${nodes.toLocaleString("en-US")} small frames (${formatPct(m.numTicks ? hidden / m.numTicks : 0)}) grouped into ${m.others.length} hatched boxes: click one to drill in`));
   }
   if (m.orphans) box.appendChild(el("span", "warn", `${m.orphans} frames without a parent in the response`));
+  if (keys.length && SAMPLE_LABEL.test(query)) {
+    box.appendChild(el("span", "note", "counters are per agent batch: not narrowed by process/pid/thread matchers"));
+  }
 }
 
 /** Breadcrumb of the zoom path; `onZoom(depth)` zooms to that many path elements (0 = all). */

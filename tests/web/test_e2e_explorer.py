@@ -253,3 +253,22 @@ def test_group_by_stacks_the_timeline_per_label_value(ui):
     page.locator("#groupby").select_option("process")
     page.wait_for_function("() => [...document.querySelectorAll('#timeline-legend .item')].some("
                            "(e) => e.dataset.group.startsWith('svc-00-w'))")
+
+
+def test_quality_strip_is_one_line_expandable_and_says_what_it_covers(ui):
+    page = ui.open(q(query='{service="known", process="app"}'))
+    strip = page.locator("#quality")
+    assert strip.bounding_box()["height"] <= 26, "one line"
+    assert "missed stacks: 7" in strip.inner_text()
+    assert "not narrowed by process" in strip.inner_text()
+    page.locator("#quality .quality-toggle").click()
+    assert "expanded" in strip.get_attribute("class")
+    page.locator("#quality .quality-toggle").click()
+    assert strip.bounding_box()["height"] <= 26
+    # The diff legend stays in a 900 px viewport.
+    diff = q(query=KNOWN_Q, rquery='{service="known-v2"}', view="diff")
+    page.goto(f"{ui.server.url}/ui/{diff}")
+    ui.wait_idle()
+    page.wait_for_function("() => document.getElementById('legend').textContent.includes('grew')")
+    legend = page.locator("#legend").bounding_box()
+    assert legend["y"] + legend["height"] <= 900, legend
