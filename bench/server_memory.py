@@ -42,7 +42,7 @@ def start_server(url: str, port: int, workers: int, idle_trim_s: int) -> subproc
            "HOTPATH_HEAP_IDLE_TRIM_S": str(idle_trim_s)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     proc = subprocess.Popen([sys.executable, "-m", "hotpath", "server", "--db", url, "--bind", f"127.0.0.1:{port}",
-                             "--workers", str(workers), "--no-auth"],
+                             "--workers", str(workers), "--no-auth", "--auto-upgrade"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     for _ in range(300):
         try:
