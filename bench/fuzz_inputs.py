@@ -39,9 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleet_sim import Fleet, FleetConfig, encode
 from server_common import drop_database, fresh_database
 
+from profiler.gunzip import gunzip
 from profiler.pprof import decode_table
 from profiler.selector import parse_selector
-from server.ingest_limits import gunzip_capped
 from server.timeparse import parse_range, parse_time
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         pprof = pprof_inputs(rng, args.n)
         folded = folded_inputs(rng, args.n)
         failures += len(in_process("pprof decode_table (in-process)", pprof,
-                                   lambda b: decode_table(gunzip_capped(b, 64 << 20) if b[:2] == b"\x1f\x8b" else b),
+                                   lambda b: decode_table(gunzip(b, 64 << 20) if b[:2] == b"\x1f\x8b" else b),
                                    save_dir).failures)
         url = fresh_database("hp_bench_fuzz")
         env = {**os.environ, "HOTPATH_LOG_LEVEL": "WARNING"}
