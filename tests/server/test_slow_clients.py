@@ -88,12 +88,14 @@ def test_slow_loris_leaves_healthz_answering(server: str) -> None:
         took = []
         for _ in range(5):
             started = time.monotonic()
-            conn = http.client.HTTPConnection(*server.split(":"), timeout=5)
+            conn = http.client.HTTPConnection(*server.split(":"), timeout=10)
             conn.request("GET", "/healthz")
             assert conn.getresponse().status == 200
             conn.close()
             took.append(time.monotonic() - started)
-        assert max(took) < 2.0, took  # before: every thread held, no answer in 30 s
+        # Before: every thread held, no answer in 30 s. (The slow ones are cut at 4 s: an answer
+        # only then would mean they had held the threads.)
+        assert max(took) < 3.0, took
         # The header deadline (4 s from connect) answers every slow one 408 and closes it.
         for s in slow:
             head = _read_status(s)
@@ -111,7 +113,7 @@ def test_body_deadline_answers_408(server: str) -> None:
     started = time.monotonic()
     head = _read_status(s)
     assert head.startswith(b"HTTP/1.1 408"), head[:80]
-    assert 2.0 < time.monotonic() - started < 6.0
+    assert 2.0 < time.monotonic() - started < 8.0  # body deadline 3 s, checked about once a second
     s.close()
 
 
@@ -119,7 +121,7 @@ def test_idle_connection_closed_at_header_deadline(server: str) -> None:
     s = _connect(server)
     started = time.monotonic()
     assert s.recv(100) == b""  # nothing sent, nothing answered: just closed
-    assert 3.0 < time.monotonic() - started < 7.0
+    assert 3.0 < time.monotonic() - started < 9.0  # header deadline 4 s from connect
     s.close()
 
 
@@ -178,7 +180,7 @@ def test_clients_that_never_close_do_not_stall_the_worker(server: str) -> None:
         conn.request("GET", "/healthz")
         assert conn.getresponse().status == 200
         conn.close()
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 3.0  # before: 9.7 s (5 x up to 2 s)
     finally:
         for s in silent:
             s.close()
