@@ -28,6 +28,9 @@ from server.storage import IngestRejected, IngestResult
 bp = Blueprint("ingest", __name__, url_prefix="/api/v1")
 
 
+INT64_MAX = (1 << 63) - 1
+
+
 def folded_profile(text: str, args: dict[str, str], time_nanos: int = 0) -> Profile:
     """Folded text as a `type` (cpu at `sample_rate` Hz, or offcpu) profile taken at `time_nanos` (0: now)."""
     from profiler import folded
@@ -53,6 +56,9 @@ def folded_profile(text: str, args: dict[str, str], time_nanos: int = 0) -> Prof
         out = new_cpu_profile(rate, time_nanos=now_ns)
         out.samples = [Sample(s.stack, (s.values[0], s.values[0] * out.period), s.labels)
                        for s in parsed.profile.samples]
+    if any(v > INT64_MAX for s in out.samples for v in s.values):  # found by bench/fuzz_inputs.py (was a 500)
+        raise ApiError(400, "folded count too large: a stack's total (and, for cpu, total x period in ns) "
+                       "must fit in 64 bits", "bad_profile")
     if parsed.bad_lines:
         out.counters["folded_bad_lines"] = len(parsed.bad_lines)
     return out

@@ -77,6 +77,11 @@ def test_ingest_folded(client: Any, tokens: dict[str, str]) -> None:
     bad = client.post("/api/v1/ingest?service=folded", data="no numbers here\n",
                       headers=bearer(tokens["ingest"]), content_type="text/plain")
     assert bad.status_code == 400
+    for text in ("main 9223372036854775808\n", "main 4611686018427387904\nmain 4611686018427387904\n",
+                 "main 9223372036854775\n"):  # over int64: the count, a stack's sum, count x period (ns)
+        bad = client.post("/api/v1/ingest?service=folded&type=cpu&sample_rate=100", data=text,
+                          headers=bearer(tokens["ingest"]), content_type="text/plain")
+        assert bad.status_code == 400 and "64 bits" in bad.get_json()["error"], text
 
 
 def test_bad_input_is_a_clear_4xx_and_stores_nothing(app: Any, client: Any, tokens: dict[str, str],
