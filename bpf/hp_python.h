@@ -24,6 +24,12 @@
 #ifndef HP_PY_THREADS
 #define HP_PY_THREADS 32768
 #endif
+#ifndef HP_PY_ANNOUNCED
+#define HP_PY_ANNOUNCED 16384     /* Python stacks remembered as announced (LRU) */
+#endif
+#ifndef HP_PY_NEW
+#define HP_PY_NEW 4096            /* announcements waiting for user space */
+#endif
 #define HP_PY_WINDOW 128          /* most bytes of a frame read at once, from frame + frame_code */
 #define HP_PY_NONE_OFF 0xffff     /* a layout field this version does not have */
 #define HP_PY_ENTRY_BIT 31
@@ -53,6 +59,13 @@ struct hp_py_proc {
     __u16 code_bytecode;
     __u16 instr_is_next;          /* 1: the instruction pointer is the next instruction (3.13) */
     __u16 pad[4];
+};
+
+/* A newly stored Python stack (queue `py_new`): user space reads its code objects at once. */
+struct hp_py_new {
+    __u64 hash;
+    __u32 tgid;
+    __u32 map;
 };
 
 #endif

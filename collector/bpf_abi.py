@@ -103,3 +103,5 @@ END_PLACEHOLDERS: dict[int, str | None] = {
     DEFINES["HP_END_NO_PROC"]: "[unwind: process not registered yet]",
     DEFINES["HP_END_BAD_FRAME"]: "[unwind: impossible frame]",
 }
+# struct hp_py_new (hp_python.h): a newly stored Python stack, announced through queue `py_new`.
+PY_NEW = struct.Struct("<QII")

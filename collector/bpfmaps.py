@@ -20,6 +20,7 @@ BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
 BPF_MAP_GET_NEXT_KEY = 4
+BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_MAP_LOOKUP_BATCH = 24
 BPF_MAP_DELETE_BATCH = 26
@@ -124,6 +125,19 @@ class BpfMap:
                 return False
             raise
         return True
+
+    def pop(self) -> bytes | None:
+        """The oldest element of a queue map, removed from it; None when the queue is empty."""
+        attr = self._attr
+        ctypes.memset(attr, 0, ATTR_SIZE)
+        struct.pack_into("<IIQQQ", attr, 0, self.fd, 0, 0, ctypes.addressof(self._value), 0)
+        try:
+            _bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, attr)
+        except BpfError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise
+        return self._value.raw[:self.value_size]
 
     def keys(self) -> list[bytes]:
         """All keys by GET_NEXT_KEY (the fallback when batch ops are missing)."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from collector.python.frames import fold_stamp
 from collector.python.layout import Layout
-from collector.python.linetable import line_for
+from collector.python.linetable import decode, line_at
 from collector.python.procmem import Memory, MemoryReadError, i32_at, u64_at
 
 MAX_STRING = 1024
@@ -25,7 +25,7 @@ class CodeReadError(Exception):
     """The code object (or a string it names) could not be read or is not plausible."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CodeInfo:
     qualname: str
     filename: str
@@ -33,11 +33,14 @@ class CodeInfo:
     linetable: bytes
     units: int   # code units of bytecode (to reject impossible instruction indexes)
     stamp: int
+    _decoded: tuple[list[int], list[int]] | None = None  # linetable.decode, on first use
 
     def line(self, lasti: int) -> int:
         if lasti >= self.units:
             return 0
-        return line_for(self.linetable, self.firstlineno, lasti)
+        if self._decoded is None:
+            self._decoded = decode(self.linetable, self.firstlineno)
+        return line_at(*self._decoded, self.firstlineno, lasti)
 
 
 def read_unicode(mem: Memory, addr: int, layout: Layout) -> str:
@@ -73,8 +76,7 @@ def read_code(mem: Memory, addr: int, layout: Layout) -> CodeInfo:
             raise CodeReadError(f"code at {addr:#x}: null name, file or line table")
         return CodeInfo(qualname=read_unicode(mem, ptrs[0], layout), filename=read_unicode(mem, ptrs[1], layout),
                         firstlineno=i32_at(head, layout.code_firstlineno),
-                        linetable=read_bytes(mem, ptrs[2], layout, MAX_LINETABLE),
-                        units=u64_at(head, layout.code_size),
+                        linetable=read_bytes(mem, ptrs[2], layout, MAX_LINETABLE), units=u64_at(head, layout.code_size),
                         stamp=fold_stamp(u64_at(head, layout.code_firstlineno)))
     except MemoryReadError as exc:
         raise CodeReadError(str(exc)) from exc

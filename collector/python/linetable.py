@@ -10,6 +10,8 @@ all but the last; a signed varint's bit 0 is its sign. Lines accumulate from `co
 
 from __future__ import annotations
 
+import bisect
+
 _NO_LOCATION = 15
 _NO_COLUMNS = 13
 _LONG = 14
@@ -63,3 +65,41 @@ def line_for(table: bytes, firstlineno: int, unit: int) -> int:
         while i < n and not table[i] & 128:  # skip this entry's remaining bytes (columns)
             i += 1
     return 0
+
+
+def decode(table: bytes, firstlineno: int) -> tuple[list[int], list[int]]:
+    """The whole table at once: (end code unit of each entry, its line or 0), for `line_at`.
+
+    Decoded once per code object: a sample's frames then cost a bisection, where `line_for`
+    scans the table per frame (most of the naming cost of a busy interpreter's stacks)."""
+    ends: list[int] = []
+    lines: list[int] = []
+    line = firstlineno
+    pos = i = 0
+    n = len(table)
+    while i < n:
+        head = table[i]
+        if not head & 128:
+            break
+        code = (head >> 3) & 15
+        i += 1
+        delta = 0
+        if code == _NO_COLUMNS or code == _LONG:
+            delta, i = _svarint(table, i)
+        elif 10 <= code <= 12:
+            delta = code - 10
+        line += delta
+        pos += (head & 7) + 1
+        ends.append(pos)
+        lines.append(0 if code == _NO_LOCATION else line)
+        while i < n and not table[i] & 128:
+            i += 1
+    return ends, lines
+
+
+def line_at(ends: list[int], lines: list[int], firstlineno: int, unit: int) -> int:
+    """`line_for` over a table `decode`d before."""
+    if unit < 0:
+        return firstlineno
+    k = bisect.bisect_right(ends, unit)
+    return lines[k] if k < len(ends) else 0

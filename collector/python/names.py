@@ -101,6 +101,15 @@ class Namer:
             out.append(python_frame(info, ref.lasti, module))
         return out
 
+    def prefetch(self, pid: int, refs: list[FrameRef], mem: Memory, layout: Layout) -> None:
+        """Read the code objects of `refs` into the cache now (no frames built); failures are
+        left for naming time, which counts them."""
+        for ref in refs:
+            try:
+                self.codes.get(pid, ref.code, ref.stamp, mem, layout)
+            except CodeReadError:
+                pass
+
     def forget(self, pid: int) -> None:
         self.codes.forget(pid)
         self.packages.forget(pid)

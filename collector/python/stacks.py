@@ -49,8 +49,7 @@ class PythonStacks:
         entry = self.procs.get(pid)
         if entry is None or not entry.alive:
             return
-        scratch: dict[str, int] = {}
-        self.namer.frames(pid, decode_words(words), entry.mem, entry.interp.layout, scratch)
+        self.namer.prefetch(pid, decode_words(words), entry.mem, entry.interp.layout)
         self.warmed += 1
 
     def merged(self, pid: int, native: list[Frame], words: Sequence[int], end: int,

@@ -9,6 +9,7 @@ that cannot be walked are remembered with their reason, counted once per process
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -97,11 +98,14 @@ class PythonProcesses:
         self._refresh_one(interp.pid, entry)
         return entry
 
-    def _refresh_one(self, pid: int, entry: PyProcess) -> None:
+    def _refresh_one(self, pid: int, entry: PyProcess, rewrite: bool = False) -> None:
         tstates, why = thread_states(entry.mem, entry.interp)
+        if why == "read_fault" and not os.path.exists(f"{self.proc}/{pid}"):
+            self.mark_dead(pid)  # exited: its last thread map stays for its final samples
+            return
         if why:
             self._count(f"python_threads_{why}")
-        added = {tid: ts for tid, ts in tstates.items() if entry.tstates.get(tid) != ts}
+        added = {tid: ts for tid, ts in tstates.items() if rewrite or entry.tstates.get(tid) != ts}
         removed = [tid for tid in entry.tstates if tid not in tstates]
         if why == "read_fault" and not tstates:
             return  # exiting (or gone): keep the last map for its final samples
@@ -109,12 +113,14 @@ class PythonProcesses:
         if self.sink is not None and (added or removed):
             self.sink.set_threads(pid, added, removed)
 
-    def refresh(self) -> None:
-        """Re-walk every live Python process's thread list (threads come and go)."""
+    def refresh(self, pids: set[int] | None = None) -> None:
+        """Re-walk the thread lists of live Python processes (all, or those of `pids`: BPF met a
+        thread of theirs it did not know, so their whole map is written again, in case an earlier
+        write was refused)."""
         with self._lock:
-            live = [(pid, e) for pid, e in self._procs.items() if e.alive]
+            live = [(pid, e) for pid, e in self._procs.items() if e.alive and (pids is None or pid in pids)]
         for pid, entry in live:
-            self._refresh_one(pid, entry)
+            self._refresh_one(pid, entry, rewrite=pids is not None)
 
     def get(self, pid: int) -> PyProcess | None:
         with self._lock:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from collector.python.linetable import line_for
+from collector.python.linetable import decode, line_at, line_for
 
 
 def _codes(co: types.CodeType) -> Iterator[types.CodeType]:
@@ -28,8 +28,10 @@ def test_every_instruction_line_matches_co_positions(module: str) -> None:
         top = compile(fh.read(), mod.__file__, "exec")
     checked = 0
     for co in _codes(top):
+        ends, lines = decode(co.co_linetable, co.co_firstlineno)
         for unit, (line, *_cols) in enumerate(co.co_positions()):
             assert line_for(co.co_linetable, co.co_firstlineno, unit) == (line or 0), (co, unit)
+            assert line_at(ends, lines, co.co_firstlineno, unit) == (line or 0), (co, unit)
             checked += 1
     assert checked > 1000
 
@@ -44,3 +46,4 @@ def test_edges() -> None:
     assert line_for(co.co_linetable, co.co_firstlineno, units + 5) == 0  # past the end: no line
     assert line_for(b"\x05\x06", 10, 0) == 0  # corrupt (no entry start): no line, not a wrong one
     assert line_for(b"", 10, 0) == 0
+    assert line_at(*decode(b"\x05\x06", 10), 10, 0) == 0 and line_at(*decode(b"", 10), 10, 0) == 0
