@@ -3,7 +3,7 @@
 // of the viewport, a spacer gives the scroll container the full depth).
 
 import { makeRects, layout, hitTest, RECT_GROUP, RECT_ANCESTOR } from "./layout.js";
-import { frameColor } from "./colors.js";
+import { frameColor, binaryHues, rankBinaries } from "./colors.js";
 import { shortLabel } from "./format.js";
 
 const ROW = 18;
@@ -78,8 +78,9 @@ export class FlameGraph {
   computeNameColors() {
     const m = this.m;
     const out = new Array(m.names.length);
+    const hues = binaryHues(rankBinaries(m));
     for (let j = 0; j < m.names.length; j++) {
-      out[j] = frameColor(m.kinds[j] || "", m.binaries[j] || "", String(m.names[j]), this.dark);
+      out[j] = frameColor(m.kinds[j] || "", m.binaries[j] || "", String(m.names[j]), this.dark, hues);
     }
     // The root ("total") is no binary's frame: neutral.
     if (m.n > 0 && m.nameIdx[0] === 0) out[0] = this.dark ? "hsl(220,8%,40%)" : "hsl(220,10%,82%)";

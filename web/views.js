@@ -3,7 +3,7 @@
 // textContent; nothing here builds HTML from data.
 
 import { formatValue, formatPct } from "./format.js";
-import { legendColor } from "./colors.js";
+import { legendColor, binaryHues, rankBinaries } from "./colors.js";
 import { diffColor } from "./diff.js";
 import { groupColor } from "./timeline.js";
 
@@ -113,23 +113,20 @@ function swatch(color, cls = "") {
 export function renderLegend(box, m, dark) {
   box.replaceChildren();
   if (!m || m.n === 0) return;
-  const byBin = new Map();
   let kernel = false;
   let python = false;
   for (let i = 1; i < m.n; i++) {
-    const ni = m.nameIdx[i];
-    const kind = m.kinds[ni] || "";
-    if (kind === "kernel") { kernel = true; continue; }
-    if (kind === "interpreted") { python = true; continue; }
-    if (kind === "other") continue;
-    const b = m.binaries[ni] || "";
-    byBin.set(b, (byBin.get(b) || 0) + m.self[i]);
+    const kind = m.kinds[m.nameIdx[i]] || "";
+    if (kind === "kernel") kernel = true;
+    else if (kind === "interpreted") python = true;
   }
-  const bins = [...byBin.entries()].sort((a, b) => b[1] - a[1]).slice(0, 10);
+  const ranked = rankBinaries(m);
+  const hues = binaryHues(ranked);
   box.appendChild(el("span", "muted", "color = binary:"));
-  for (const [b] of bins) {
+  for (const b of ranked.slice(0, 10)) {
     const item = el("span", "item");
-    item.appendChild(swatch(legendColor("native", b, dark)));
+    item.dataset.binary = b;
+    item.appendChild(swatch(legendColor("native", b, dark, hues)));
     item.appendChild(document.createTextNode(b ? b.split("/").pop() : "(unknown binary)"));
     item.title = b;
     box.appendChild(item);

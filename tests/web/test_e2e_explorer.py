@@ -272,3 +272,40 @@ def test_quality_strip_is_one_line_expandable_and_says_what_it_covers(ui):
     page.wait_for_function("() => document.getElementById('legend').textContent.includes('grew')")
     legend = page.locator("#legend").bounding_box()
     assert legend["y"] + legend["height"] <= 900, legend
+
+
+def test_binaries_in_the_legend_never_share_a_color(ui):
+    import colorsys
+    import re as _re
+
+    from profiler import pprof
+    from profiler.model import Frame, FrameKind, Sample
+    from profiler.types import new_cpu_profile
+    from tests.web.conftest import ingest
+
+    # The binaries that collided on a real host (libpython/gzip/libc one pink; postgres/ad-hoc/unknown one green).
+    bins = ["/usr/lib/libpython3.11.so.1.0", "/usr/bin/gzip", "/usr/lib/x86_64-linux-gnu/libc.so.6",
+            "/usr/lib/postgresql/16/bin/postgres", "/tmp/adhoc-binary", ""]
+    prof = new_cpu_profile(19, time_nanos=int(ui.server.t_known * 1e9), duration_nanos=10_000_000_000)
+    for k, b in enumerate(bins):
+        prof.samples.append(Sample((Frame("main", "/usr/bin/app", FrameKind.NATIVE), Frame(f"f{k}", b, FrameKind.NATIVE)),
+                                   (100 - k, (100 - k) * prof.period)))
+    ingest(ui.server.url, ui.server.ingest_token, pprof.encode(prof), service="colors", host="h1")
+    page = ui.open(q(query='{service="colors"}'))
+    colors = page.locator("#legend .item[data-binary] .swatch").evaluate_all(
+        "(els) => els.map((e) => getComputedStyle(e).backgroundColor)")
+    assert len(colors) == 7  # the six plus /usr/bin/app (main)
+    rgb = [tuple(int(v) for v in _re.findall(r"\d+", c)[:3]) for c in colors]
+    for i in range(len(rgb)):
+        for j in range(i):
+            dist = sum((a - b) ** 2 for a, b in zip(rgb[i], rgb[j])) ** 0.5
+            assert dist > 40, (colors[i], colors[j])
+    # The graph uses the legend's colors: a frame of gzip is painted in gzip's legend hue family.
+    gzip_frame = ui.js("""() => { const g = window.hotpath.graph, m = g.m;
+        for (let j = 0; j < m.names.length; j++) if (m.binaries[j] === '/usr/bin/gzip') return g.nameColors[j]; }""")
+    legend_gzip = page.locator('#legend .item[data-binary="/usr/bin/gzip"] .swatch').evaluate(
+        "(e) => getComputedStyle(e).backgroundColor")
+    r, g, b = (int(v) / 255 for v in _re.findall(r"\d+", legend_gzip)[:3])
+    legend_hue = colorsys.rgb_to_hls(r, g, b)[0] * 360
+    frame_hue = float(_re.match(r"hsl\((\d+)", gzip_frame).group(1))
+    assert abs(legend_hue - frame_hue) < 3, (gzip_frame, legend_gzip)
