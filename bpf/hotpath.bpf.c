@@ -9,7 +9,9 @@
  * Options (cflags): -DFILTER_PIDS (only tgids in pid_filter), -DINCLUDE_IDLE, -DOFFCPU,
  * -DMIN_BLOCK_NS=<ns>, -DHP_OFFCPU_MIN_P=<1..65536>, -DHP_OFFCPU_DECAY_SHIFT=<n>,
  * -DHP_OFFCPU_BUDGET=<spans/s> and -DHP_OFFCPU_FLOOR_MIN=<1..MIN_P> (off-CPU stack sampling, see
- * hotpath.h), map sizes as in hotpath.h.
+ * hotpath.h), map sizes as in hotpath.h; -DHP_UNWIND: user stacks by the table unwinder
+ * (below) rather than bpf_get_stack's frame-pointer walk, with -DHP_UNWIND_ROWS,
+ * -DHP_ROW_STEPS, -DHP_PROC_ENTRIES.
  */
 #include <uapi/linux/ptrace.h>
 #include <uapi/linux/bpf_perf_event.h>
@@ -19,8 +21,9 @@ BPF_ARRAY(control, u64, 2);
 BPF_PERCPU_ARRAY(stats, u64, HP_STAT_SLOTS);
 BPF_HASH(pid_filter, u32, u8, HP_FILTER_ENTRIES);
 
-BPF_HASH(stacks0, u64, struct hp_stack, HP_STACK_ENTRIES);
-BPF_HASH(stacks1, u64, struct hp_stack, HP_STACK_ENTRIES);
+/* Allocated as used (a stack is 1 KiB): max_entries bounds them, sized by the agent. */
+BPF_F_TABLE("hash", u64, struct hp_stack, stacks0, HP_STACK_ENTRIES, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", u64, struct hp_stack, stacks1, HP_STACK_ENTRIES, BPF_F_NO_PREALLOC);
 BPF_PERCPU_ARRAY(scratch, struct hp_stack, 2);  /* slot 0: on-CPU, 1: sched_switch */
 
 BPF_HASH(cpu_counts0, struct hp_key, u64, HP_COUNTS_ENTRIES);
@@ -57,20 +60,12 @@ static __always_inline int hp_wanted(u32 tgid)
 
 static __always_inline void hp_add(struct hp_key *key, u64 value, u64 buffer, int offcpu);
 
-/* Take one stack into the scratch slot, hash it, store it in stack map `map`.
- * Returns 0 with *hash set (0 for an empty stack), or a negative errno. */
-static __always_inline int hp_take_stack(void *ctx, int slot, u64 flags, u32 map, u64 *hash)
+/* Hash a stack (leaf first) and store it in stack map `map` unless there already.
+ * Returns 0 with *hash set (0 for an empty stack), or -ENOMEM when the map is full. */
+static __always_inline int hp_store_stack(struct hp_stack *st, u32 map, u64 *hash)
 {
-    int idx = slot;
-    struct hp_stack *st = scratch.lookup(&idx);
+    u64 n = st->n;
     *hash = 0;
-    if (!st)
-        return -12;
-    long len = bpf_get_stack(ctx, st->ips, sizeof(st->ips), flags);
-    if (len < 0)
-        return (int)len;
-    u64 n = (u64)len / 8;
-    st->n = n;
     if (n == 0)
         return 0;
     u64 h = 0xcbf29ce484222325ULL ^ n;
@@ -96,6 +91,281 @@ static __always_inline int hp_take_stack(void *ctx, int slot, u64 flags, u32 map
     return err ? -12 : 0; /* map full: report as -ENOMEM, like the kernel's stack maps */
 }
 
+/* Take one stack with bpf_get_stack into the scratch slot and store it (hp_store_stack).
+ * Returns 0 with *hash set (0 for an empty stack), or a negative errno. */
+static __always_inline int hp_take_stack(void *ctx, int slot, u64 flags, u32 map, u64 *hash)
+{
+    int idx = slot;
+    struct hp_stack *st = scratch.lookup(&idx);
+    *hash = 0;
+    if (!st)
+        return -12;
+    long len = bpf_get_stack(ctx, st->ips, sizeof(st->ips), flags);
+    if (len < 0)
+        return (int)len;
+    st->n = (u64)len / 8;
+    return hp_store_stack(st, map, hash);
+}
+
+#ifdef HP_UNWIND
+/* The native user-stack unwinder (x86_64), built with -DHP_UNWIND.
+ *
+ * A walk starts from the task's saved user registers (bpf_task_pt_regs: at a cpu-clock sample in
+ * user mode they are the interrupted registers, in kernel mode and at sched_switch the ones saved
+ * at kernel entry) and steps frame by frame: the pc's mapping by binary search in the process's
+ * `proc_maps` entry, the pc's row by binary search of its table in `unwind_rows`, then CFA, return
+ * address (CFA - 8) and rbp by the row's rules (hp_unwind.h); a mapping without a table takes the
+ * frame-pointer step. BCC 0.26 cannot relocate bpf_loop callbacks, so each program walks
+ * HP_FRAMES_PER_PROG frames and tail-calls itself for the next ones (the walk's state lives in a
+ * per-CPU `walks` slot): the verifier sees a small body, not HP_MAX_DEPTH frames of binary
+ * searches. This code lives here, not in a header: BCC rewrites map calls (`map.lookup(...)`)
+ * only in the main file; in a header they compile to calls through a null struct's function
+ * pointer (`callx`, opcode 0x8d), which the kernel rejects.
+ * Return addresses are looked up at pc - 1 (the call instruction), so a call that ends a function
+ * (noreturn callee) finds its own row, not the next function's.
+ */
+#ifndef HP_UNWIND_ROWS
+#define HP_UNWIND_ROWS 4194304
+#endif
+#ifndef HP_ROW_STEPS
+#define HP_ROW_STEPS 23       /* binary-search steps: enough for HP_UNWIND_ROWS rows in one table */
+#endif
+#ifndef HP_PROC_ENTRIES
+#define HP_PROC_ENTRIES 1024  /* processes with a mapping table (8 KiB each, allocated on use) */
+#endif
+#ifndef HP_FRAMES_PER_PROG
+#define HP_FRAMES_PER_PROG 8
+#endif
+#define HP_MAP_STEPS 9        /* log2(HP_MAX_MAPPINGS) + 1 */
+#if HP_MAX_MAPPINGS != 256
+#error "HP_MAP_STEPS assumes HP_MAX_MAPPINGS 256"
+#endif
+#define HP_USER_TOP 0x800000000000ULL /* x86_64 user addresses are below this */
+
+struct hp_walk {
+    u64 pc;
+    u64 sp;
+    u64 bp;
+    u64 task;        /* off-CPU: the thread switched out (its `threads` key) */
+    u32 tgid;
+    u32 bp_ok;       /* rbp is known (an UNSUPPORTED rbp rule makes it unknown) */
+    u32 progs;       /* programs run for this walk (tail calls are limited to 33) */
+    u32 lo;          /* a binary search's position, passed through memory (hp_forget) */
+    u32 pending;     /* a frame was in a mapping whose table is not loaded yet (FP step there) */
+    u32 pad;
+    struct hp_key key;   /* on-CPU: the sample's key, stacks filled in as they are taken */
+    struct hp_stack st;  /* the user stack so far, leaf first */
+};
+
+BPF_ARRAY(unwind_rows, struct hp_unwind_row, HP_UNWIND_ROWS);
+/* Allocated on use: most of max_entries * 8 KiB is never needed. Written only by user space. */
+BPF_F_TABLE("hash", u32, struct hp_proc_maps, proc_maps, HP_PROC_ENTRIES, BPF_F_NO_PREALLOC);
+BPF_PERCPU_ARRAY(walks, struct hp_walk, 2);  /* slot 0: on-CPU, 1: sched_switch */
+/* tgids whose walks found no `proc_maps` entry: user space registers them and deletes the key. */
+BPF_HASH(unwind_wanted, u32, u32, 1024);
+
+/* Start a walk from the current task's saved user registers. Returns 0, or -EFAULT when the
+ * task has no user registers (a kernel thread). */
+static __always_inline int hp_walk_start(struct hp_walk *w, u32 tgid)
+{
+    struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+    u64 r[20];
+    if (!regs || bpf_probe_read_kernel(r, sizeof(r), regs))
+        return -14;
+    /* x86_64 uapi struct pt_regs: rbp is word 4, rip 16, rsp 19. */
+    w->pc = r[16];
+    w->bp = r[4];
+    w->sp = r[19];
+    if (w->pc == 0 || w->pc >= HP_USER_TOP)
+        return -14;
+    w->tgid = tgid;
+    w->bp_ok = 1;
+    w->progs = 0;
+    w->pending = 0;
+    w->st.n = 0;
+    return 0;
+}
+
+/* v, with the verifier's knowledge of it dropped (stored to and reloaded from the map value):
+ * a binary search's position is used as an index, so the verifier tracks it exactly and each
+ * step's two outcomes double the states it explores (2^9 per mapping search, 2^21 per row
+ * search). Reloaded from memory it is just a bounded unknown, and both outcomes merge. */
+static __always_inline u32 hp_forget(struct hp_walk *w, u32 v)
+{
+    *(volatile u32 *)&w->lo = v;
+    return *(volatile u32 *)&w->lo;
+}
+
+static __always_inline u64 hp_read_user_u64(u64 addr, int *err)
+{
+    u64 v = 0;
+    if (bpf_probe_read_user(&v, sizeof(v), (void *)addr))
+        *err = 1;
+    return v;
+}
+
+/* One frame: record the pc, find its caller. 0 = go on, else an HP_END_* reason. */
+static __always_inline int hp_step(struct hp_walk *w, struct hp_proc_maps *pm)
+{
+    u64 n = w->st.n;
+    if (n >= HP_MAX_DEPTH)
+        return HP_END_DEPTH;
+    u64 pc = w->pc;
+    w->st.ips[n] = pc;
+    w->st.n = n + 1;
+    u64 look = n ? pc - 1 : pc;
+
+    u32 cnt = pm->n;
+    if (cnt == 0)
+        return HP_END_NOT_COVERED;
+    if (cnt > HP_MAX_MAPPINGS)
+        cnt = HP_MAX_MAPPINGS;
+    /* The last mapping starting at or before `look`: the answer stays in [lo, lo + len). */
+    u32 lo = 0, len = cnt;
+    for (int s = 0; s < HP_MAP_STEPS; s++) {
+        u32 half = len >> 1;
+        if (pm->m[(lo + half) & (HP_MAX_MAPPINGS - 1)].start <= look)
+            lo += half;
+        lo = hp_forget(w, lo);
+        len -= half;
+    }
+    struct hp_mapping *m = &pm->m[lo & (HP_MAX_MAPPINGS - 1)];
+    if (look < m->start || look >= m->end)
+        return HP_END_NOT_COVERED;
+
+    int fault = 0;
+    u64 sp = w->sp, bp = w->bp, cfa, ra;
+    u32 count = m->table_count;
+    if (count == 0) {
+        /* A table not loaded yet: the frame-pointer step meanwhile (as without the unwinder),
+         * and the walk will say so (hp_walk_end). */
+        if (m->table_first == HP_MAP_PENDING)
+            w->pending = 1;
+        else if (m->table_first != HP_MAP_FP)
+            return HP_END_NOT_COVERED;
+        /* The frame-pointer step: [rbp] = caller's rbp, [rbp + 8] = return address. A chain
+         * ends with rbp 0 (_start clears it). */
+        if (!w->bp_ok)
+            return HP_END_UNSUPPORTED;
+        if (bp == 0)
+            return HP_END_OK;
+        cfa = bp + 16;
+        ra = hp_read_user_u64(bp + 8, &fault);
+        bp = hp_read_user_u64(bp, &fault);
+    } else {
+        u64 x = look - m->bias;
+        if (x >> 32)
+            return HP_END_NOT_COVERED;
+        u32 first = m->table_first;
+        u32 rlo = 0, rlen = count;
+        for (int s = 0; s < HP_ROW_STEPS; s++) {
+            u32 half = rlen >> 1;
+            u32 idx = first + rlo + half;
+            struct hp_unwind_row *r = unwind_rows.lookup(&idx);
+            if (r && r->pc <= (u32)x)
+                rlo += half;
+            rlo = hp_forget(w, rlo);
+            rlen -= half;
+        }
+        u32 idx = first + rlo;
+        struct hp_unwind_row *r = unwind_rows.lookup(&idx);
+        if (!r || r->pc > (u32)x)
+            return HP_END_NOT_COVERED;
+        u8 rule = r->cfa_rule;
+        if (rule == HP_CFA_END) {
+#ifdef HP_ROW_END_GAP
+            if (r->cfa_off == HP_ROW_END_GAP)
+                return HP_END_NOT_COVERED; /* between FDEs: no CFI says where the caller is */
+#endif
+            return HP_END_OK;
+        }
+        if (rule == HP_CFA_RSP) {
+            cfa = sp + (s64)r->cfa_off;
+        } else if (rule == HP_CFA_RBP) {
+            if (!w->bp_ok)
+                return HP_END_UNSUPPORTED;
+            cfa = bp + (s64)r->cfa_off;
+        } else if (rule == HP_CFA_PLT10 || rule == HP_CFA_PLT11) {
+            /* The .plt expression reads the real rip (a PLT stub is never a return address). */
+            u64 lim = rule == HP_CFA_PLT10 ? 10 : 11;
+            cfa = sp + 8 + (((pc - m->bias) & 15) >= lim ? 8 : 0);
+        } else {
+            return HP_END_UNSUPPORTED;
+        }
+        ra = hp_read_user_u64(cfa - 8, &fault);
+        u8 brule = r->rbp_rule;
+        if (brule == HP_RBP_CFA) {
+            bp = hp_read_user_u64(cfa + (s64)r->rbp_off, &fault);
+            w->bp_ok = 1;
+        } else if (brule != HP_RBP_SAME) {
+            w->bp_ok = 0;
+        }
+    }
+    if (fault)
+        return HP_END_READ_FAULT;
+    if (cfa <= sp || ra == 0 || ra >= HP_USER_TOP)
+        return HP_END_BAD_FRAME;
+    w->pc = ra;
+    w->sp = cfa;
+    w->bp = bp;
+    return 0;
+}
+
+/* Up to HP_FRAMES_PER_PROG frames of the walk: 0 = more to do (tail-call again), else why it
+ * ended. */
+static __always_inline int hp_walk_some(void *ctx, struct hp_walk *w)
+{
+    u32 tgid = w->tgid;
+    struct hp_proc_maps *pm = proc_maps.lookup(&tgid);
+    if (!pm) {
+        /* Not registered yet: ask user space for it, and meanwhile walk by frame pointer as
+         * without the unwinder (the reason still says the stack may be incomplete). */
+        u32 one = 1;
+        unwind_wanted.update(&tgid, &one);
+        if (w->st.n == 0) {
+            long len = bpf_get_stack(ctx, w->st.ips, sizeof(w->st.ips), BPF_F_USER_STACK);
+            w->st.n = len > 0 ? (u64)len / 8 : 0;
+            if (w->st.n == 0) {
+                w->st.ips[0] = w->pc; /* keep the leaf */
+                w->st.n = 1;
+            }
+        }
+        return HP_END_NO_PROC;
+    }
+    w->progs++;
+    for (int i = 0; i < HP_FRAMES_PER_PROG; i++) {
+        int end = hp_step(w, pm);
+        if (end)
+            return w->pending ? HP_END_PENDING : end;
+    }
+    return 0;
+}
+BPF_PROG_ARRAY(unwind_cpu, 1);  /* [0] = unwind_cpu_step, set by the loader */
+
+/* The end of an on-CPU sample's walk: store its user stack, count the sample. */
+static __always_inline void hp_walk_cpu_done(struct hp_walk *w, int end)
+{
+    w->key.user_end = end;
+    w->key.user_err = hp_store_stack(&w->st, w->key.stack_map, &w->key.user_stack);
+    hp_add(&w->key, 1, hp_control(HP_CTL_BUFFER), 0);
+}
+
+int unwind_cpu_step(struct bpf_perf_event_data *ctx)
+{
+    int zero = 0;
+    struct hp_walk *w = walks.lookup(&zero);
+    if (!w)
+        return 0;
+    int end = hp_walk_some(ctx, w);
+    if (!end) {
+        unwind_cpu.call(ctx, 0);
+        end = HP_END_DEPTH; /* the tail-call limit: cannot happen below HP_MAX_DEPTH frames */
+    }
+    hp_walk_cpu_done(w, end);
+    return 0;
+}
+#endif
+
 int on_cpu_sample(struct bpf_perf_event_data *ctx)
 {
     u64 id = bpf_get_current_pid_tgid();
@@ -111,16 +381,36 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
     if (!hp_wanted(tgid))
         return 0;
 
+#ifdef HP_UNWIND
+    int zero = 0;
+    struct hp_walk *w = walks.lookup(&zero);
+    if (!w)
+        return 0;
+    struct hp_key *k = &w->key;
+    __builtin_memset(k, 0, sizeof(*k));
+#else
     struct hp_key key = {};
-    key.tgid = tgid;
-    key.tid = tid;
-    key.cgroup_id = bpf_get_current_cgroup_id();
-    bpf_get_current_comm(&key.comm, sizeof(key.comm));
+    struct hp_key *k = &key;
+#endif
+    k->tgid = tgid;
+    k->tid = tid;
+    k->cgroup_id = bpf_get_current_cgroup_id();
+    bpf_get_current_comm(&k->comm, sizeof(k->comm));
     u64 gen = hp_control(HP_CTL_STACKGEN);
-    key.stack_map = gen & 1;
-    key.kernel_err = hp_take_stack(ctx, 0, 0, key.stack_map, &key.kernel_stack);
-    key.user_err = hp_take_stack(ctx, 0, BPF_F_USER_STACK, key.stack_map, &key.user_stack);
-    hp_add(&key, 1, hp_control(HP_CTL_BUFFER), 0);
+    k->stack_map = gen & 1;
+    k->kernel_err = hp_take_stack(ctx, 0, 0, k->stack_map, &k->kernel_stack);
+#ifdef HP_UNWIND
+    k->user_err = hp_walk_start(w, tgid);
+    if (k->user_err == 0) {
+        unwind_cpu.call(ctx, 0);
+        /* No unwinder program (not set): the frame-pointer walk, as without HP_UNWIND. */
+    } else {
+        hp_add(k, 1, hp_control(HP_CTL_BUFFER), 0);
+        return 0;
+    }
+#endif
+    k->user_err = hp_take_stack(ctx, 0, BPF_F_USER_STACK, k->stack_map, &k->user_stack);
+    hp_add(k, 1, hp_control(HP_CTL_BUFFER), 0);
     return 0;
 }
 
@@ -144,6 +434,9 @@ BPF_HASH(offcpu_counts1, struct hp_key, u64, HP_COUNTS_ENTRIES);
 BPF_TABLE("lru_hash", u64, struct hp_thread, threads, HP_THREAD_ENTRIES);
 BPF_PERCPU_ARRAY(cpu_last, struct hp_cpu, 1);
 BPF_ARRAY(slots, struct hp_slot_state, HP_TASK_SLOTS);
+#ifdef HP_UNWIND
+BPF_PROG_ARRAY(unwind_off, 1);  /* [0] = unwind_off_step, set by the loader */
+#endif
 
 /* A thread's probability (of HP_P_ONE) of stacks at its next switch-out, before the scale. */
 static __always_inline u32 hp_offcpu_p(u64 recent)
@@ -338,14 +631,52 @@ static __always_inline int hp_switch_out(struct bpf_raw_tracepoint_args *ctx, st
 #ifndef OFFCPU_NO_KERNEL_STACK
     t->key.kernel_err = hp_take_stack(ctx, 1, 0, t->key.stack_map, &t->key.kernel_stack);
 #endif
-#ifndef OFFCPU_NO_USER_STACK
-    t->key.user_err = hp_take_stack(ctx, 1, BPF_F_USER_STACK, t->key.stack_map, &t->key.user_stack);
-#endif
     t->out_ts = now;
     t->preempted = preempted;
     __sync_fetch_and_add(&ps->open, 1);
+#ifndef OFFCPU_NO_USER_STACK
+    t->key.user_end = HP_END_NONE;
+#ifdef HP_UNWIND
+    int one = 1;
+    struct hp_walk *w = walks.lookup(&one);
+    if (w) {
+        t->key.user_err = hp_walk_start(w, id >> 32);
+        if (t->key.user_err)
+            return 0; /* no user registers: a kernel thread */
+        w->task = prev;
+        /* The walk ends in unwind_off_step, which fills in the user stack. */
+        unwind_off.call(ctx, 0);
+    }
+#endif
+    t->key.user_err = hp_take_stack(ctx, 1, BPF_F_USER_STACK, t->key.stack_map, &t->key.user_stack);
+#endif
     return 0;
 }
+
+#ifdef HP_UNWIND
+/* A sampled switch-out's user-stack walk (tail calls from sched_switch): the open span's key in
+ * `threads` gets the stack and why its walk ended. prev has not switched out yet, so nothing
+ * else touches its entry meanwhile. */
+int unwind_off_step(struct bpf_raw_tracepoint_args *ctx)
+{
+    int one = 1;
+    struct hp_walk *w = walks.lookup(&one);
+    if (!w)
+        return 0;
+    int end = hp_walk_some(ctx, w);
+    if (!end) {
+        unwind_off.call(ctx, 0);
+        end = HP_END_DEPTH;
+    }
+    u64 task = w->task;
+    struct hp_thread *t = threads.lookup(&task);
+    if (t) {
+        t->key.user_end = end;
+        t->key.user_err = hp_store_stack(&w->st, t->key.stack_map, &t->key.user_stack);
+    }
+    return 0;
+}
+#endif
 
 /* Every BPF helper call costs ~30-80 ns here (each return goes through the SRSO "safe RET"
  * thunk; bpf_ktime_get_ns also makes a retpolined clocksource call), comparable to the rest of a

@@ -48,7 +48,7 @@ struct hp_unwind_row {   /* 12 bytes */
 
 /* A mapping with table_count 0 has no table; its table_first then says what to do there:
  * HP_MAP_FP (no CFI, e.g. JIT code: the frame-pointer step) or HP_MAP_PENDING (the table is not
- * loaded yet: the walk ends with HP_END_PENDING). */
+ * loaded yet: the frame-pointer step too, and the walk ends with HP_END_PENDING). */
 #define HP_MAP_FP 1
 #define HP_MAP_PENDING 2
 
@@ -77,8 +77,8 @@ struct hp_proc_maps {
 #define HP_END_UNSUPPORTED 3   /* an UNSUPPORTED rule (expression, signal frame) */
 #define HP_END_READ_FAULT 4    /* reading the stack or a saved register faulted */
 #define HP_END_DEPTH 5         /* HP_MAX_DEPTH frames */
-#define HP_END_PENDING 6       /* the pc's table is not loaded yet */
-#define HP_END_NO_PROC 7       /* no proc_maps entry for the process yet */
+#define HP_END_PENDING 6       /* a table on the way was not loaded yet (frame-pointer steps there) */
+#define HP_END_NO_PROC 7       /* no proc_maps entry for the process yet (frames by frame pointer) */
 #define HP_END_BAD_FRAME 8     /* CFA or return address impossible (zero, not increasing) */
 #define HP_END_SLOTS 9
 

@@ -64,6 +64,10 @@ class AgentConfig:
     offcpu: bool = True
     min_block_ns: int = 1_000_000
     offcpu_kernel_stacks: bool = False
+    unwind: bool = True  # user stacks by the table unwinder (False: frame pointers, bpf_get_stack)
+    unwind_rows: int = 1 << 22  # unwind_rows entries (12 B each, allocated at load): all tables loaded
+    unwind_procs: int = 1024  # processes with a mapping table in the kernel (8 KiB each, as used)
+    stack_entries: int = 32768  # unique stacks per stack-map generation (~1.1 KiB each, as used)
     service: str = ""
     host: str = ""
     pids: tuple[int, ...] = ()
@@ -184,23 +188,27 @@ class Agent:
 def run_agent(config: AgentConfig, stop: threading.Event | None = None,
               out: Callable[[str], None] | None = None) -> int:
     """Run the real collector (BPF + /proc + HTTP) until SIGTERM/SIGINT or `stop` is set."""
-    from collector.bpf_loader import PendingLoad
+    from collector.bpf_loader import PendingLoad, UnwindSizes
     from collector.bpf_source import BccSource
     from collector.processes import ProcessTracker
+    from collector.unwind.table_cache import default_cache_dir
 
     started = time.monotonic()
     libc = _libc()
     keep_rss_flat(libc)
     # The loader compiles in its own process meanwhile kallsyms and /proc are read here.
+    unwind = UnwindSizes(rows=config.unwind_rows, procs=config.unwind_procs) if config.unwind else None
     pending = PendingLoad(config.frequency, config.offcpu, config.min_block_ns, config.pids,
-                          config.offcpu_kernel_stacks)
+                          config.offcpu_kernel_stacks, unwind, config.stack_entries)
     tracker = None
     try:
         symbolizer = Symbolizer(None, perf_map_max_bytes=config.perf_map_max_bytes)  # type: ignore[arg-type]
         tracker = ProcessTracker(pids=config.pids or None, on_capture=symbolizer.warm)
         symbolizer.tracker = tracker
         tracker.start(interval_s=0.5)
-        source = BccSource(frequency=config.frequency, offcpu=config.offcpu, pending=pending)
+        source = BccSource(frequency=config.frequency, offcpu=config.offcpu, pending=pending,
+                           unwind=unwind, unwind_cache_dir=str(default_cache_dir(config.spool_dir)))
+        source.follow(tracker)
     except BaseException:
         pending.cancel()
         if tracker is not None:

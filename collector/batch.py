@@ -9,6 +9,7 @@ import errno
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from collector.bpf_abi import END_NAMES, END_PLACEHOLDERS
 from collector.source import MISSED_REASONS, RawCount, RawDrain
 from collector.symbolize.symbolizer import Symbolizer
 from profiler.model import KERNEL_BINARY, Frame, FrameKind, Profile, Sample, make_labels
@@ -47,6 +48,13 @@ def _stack(c: RawCount, sym: Symbolizer, counters: dict[str, int], weight: int) 
         missed = True
     if c.user:
         leaf_first += sym.user_frames(c.tgid, c.user, counters)
+    if c.user_end:
+        # The table unwinder says why the walk ended: counted, and a truncated stack keeps its
+        # frames plus a placeholder naming the reason, outermost.
+        _add(counters, f"unwind_end_{END_NAMES.get(c.user_end, 'other')}", weight)
+        placeholder = END_PLACEHOLDERS.get(c.user_end, "[unwind: stopped]")
+        if placeholder is not None:
+            leaf_first.append(Frame(placeholder, "", FrameKind.UNKNOWN))
     elif c.user_error != 0:
         info = sym.tracker.get(c.tgid)
         kernel_thread = info.kernel_thread if info is not None else c.tgid in (0, 2)
@@ -99,7 +107,7 @@ def build_batch(drain: RawDrain, sym: Symbolizer, frequency: int, offcpu: bool) 
         cpu.counters[key] = 0
     samples, unique = _fill(cpu, drain.cpu, sym, cpu.period, count_samples=True)
     for name, value in drain.stats.items():
-        if name in ("idle_samples", "map_full_drops", "stack_map_recycles"):
+        if name in ("idle_samples", "map_full_drops", "stack_map_recycles") or name.startswith("unwind_"):
             cpu.counters[name] = cpu.counters.get(name, 0) + value
     off = None
     if offcpu:

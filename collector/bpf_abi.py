@@ -99,8 +99,8 @@ END_PLACEHOLDERS: dict[int, str | None] = {
     DEFINES["HP_END_UNSUPPORTED"]: "[unwind: unsupported rule]",
     DEFINES["HP_END_READ_FAULT"]: "[unwind: stack unreadable]",
     DEFINES["HP_END_DEPTH"]: "[unwind: depth limit]",
-    DEFINES["HP_END_PENDING"]: "[unwind: table not loaded yet]",
-    DEFINES["HP_END_NO_PROC"]: "[unwind: process not registered yet]",
+    DEFINES["HP_END_PENDING"]: "[unwind: table not loaded yet, frame pointers]",
+    DEFINES["HP_END_NO_PROC"]: "[unwind: process not registered yet, frame pointers]",
     DEFINES["HP_END_BAD_FRAME"]: "[unwind: impossible frame]",
 }
 # struct hp_py_new (hp_python.h): a newly stored Python stack, announced through queue `py_new`.

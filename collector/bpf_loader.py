@@ -10,6 +10,7 @@ everything. Checks before loading live in collector/bpf_preflight.py.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -19,20 +20,43 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from collector.bpf_abi import BPF_DIR
+from collector.bpf_abi import BPF_DIR, HP_PROC_MAPS_SIZE, UNWIND_ROW
 from collector.bpf_preflight import LoaderError, _headers_hint, import_bcc, preflight
 from collector.bpfmaps import BpfMap, possible_cpus
 
 BPF_SOURCE = BPF_DIR / "hotpath.bpf.c"
-STACK_ENTRIES = 16384
+# Unique stacks per stack-map generation (each map allocates its entries as used, ~1.1 KiB each).
+STACK_ENTRIES = 32768
+
+
+@dataclass(frozen=True, slots=True)
+class UnwindSizes:
+    """Kernel memory of the table unwinder: rows of all loaded tables (12 B each, allocated at
+    load) and processes with a mapping table (8 KiB each, allocated as used)."""
+
+    rows: int = 1 << 22
+    procs: int = 1024
+
+    def cflags(self) -> list[str]:
+        # Binary-search steps for the largest table that fits: ceil(log2(rows)) + 1.
+        return ["-DHP_UNWIND", f"-DHP_UNWIND_ROWS={self.rows}", f"-DHP_ROW_STEPS={max(1, self.rows - 1).bit_length() + 1}",
+                f"-DHP_PROC_ENTRIES={self.procs}"]
+
+    def kernel_bytes(self) -> int:
+        """Upper bound of the kernel memory these maps take (the row array is allocated whole)."""
+        return self.rows * UNWIND_ROW.itemsize + self.procs * HP_PROC_MAPS_SIZE
 
 
 def build_cflags(offcpu: bool, min_block_ns: int, pids: Iterable[int] | None,
-                 include_idle: bool = False, offcpu_kernel_stacks: bool = False) -> list[str]:
+                 include_idle: bool = False, offcpu_kernel_stacks: bool = False,
+                 unwind: UnwindSizes | None = None, stack_entries: int = STACK_ENTRIES) -> list[str]:
     """The -D options selecting program features; never string replacement in the C text."""
     flags = [f"-I{BPF_DIR}", f"-DMIN_BLOCK_NS={int(min_block_ns)}ULL",
-             f"-DHP_STACK_ENTRIES={STACK_ENTRIES}"]
+             f"-DHP_STACK_ENTRIES={int(stack_entries)}"]
+    if unwind is not None:
+        flags += unwind.cflags()
     if offcpu:
         flags.append("-DOFFCPU")
         if not offcpu_kernel_stacks:
@@ -48,21 +72,28 @@ def build_cflags(offcpu: bool, min_block_ns: int, pids: Iterable[int] | None,
 
 # Maps the agent reads or writes; the others (scratch, threads, ...) only matter to the programs.
 AGENT_MAPS = ("control", "stats", "pid_filter", "stacks0", "stacks1", "cpu_counts0", "cpu_counts1",
-              "offcpu_counts0", "offcpu_counts1")
+              "offcpu_counts0", "offcpu_counts1", "unwind_rows", "proc_maps", "unwind_wanted", "unwind_cpu", "unwind_off")
+# Tail-called unwinder programs: (function, BCC program type name, program array). A program
+# array's entries are cleared when its last user-space fd closes: the agent holds it.
+UNWIND_PROGS = (("unwind_cpu_step", "PERF_EVENT", "unwind_cpu"), ("unwind_off_step", "RAW_TRACEPOINT", "unwind_off"))
 SCM_MAX_FDS = 250  # the kernel's limit per SCM_RIGHTS message is 253
 LOAD_TIMEOUT_S = 300.0
 
 
 # -- the loader subprocess: the only process that imports BCC (and so maps ~100 MB of LLVM) ------
 def _attach(frequency: int, offcpu: bool, min_block_ns: int, pids: list[int],
-            offcpu_kernel_stacks: bool) -> tuple[dict[str, int], list[int]]:
+            offcpu_kernel_stacks: bool, unwind: UnwindSizes | None,
+            stack_entries: int) -> tuple[dict[str, int], list[int]]:
     """Compile, load and attach; returns map fds by name and the fds that keep programs attached."""
     preflight()
     bcc = import_bcc()
     try:
         bpf = bcc.BPF(src_file=str(BPF_SOURCE).encode(),
                       cflags=build_cflags(offcpu, min_block_ns, pids,
-                                          offcpu_kernel_stacks=offcpu_kernel_stacks))
+                                          offcpu_kernel_stacks=offcpu_kernel_stacks, unwind=unwind,
+                                          stack_entries=stack_entries))
+        if unwind is not None:
+            _set_unwind_programs(bcc, bpf, offcpu)
     except Exception as exc:  # BCC raises bare Exception on compile/load failure
         raise LoaderError(f"BPF program failed to compile or load: {exc}. If headers are "
                           f"the cause: {_headers_hint(platform.release())}") from exc
@@ -89,14 +120,27 @@ def _attach(frequency: int, offcpu: bool, min_block_ns: int, pids: list[int],
     return maps, keep
 
 
+def _set_unwind_programs(bcc: Any, bpf: Any, offcpu: bool) -> None:
+    """Load the tail-called unwinder programs into their program arrays (before anything is
+    attached: a sample never finds an empty array)."""
+    import ctypes
+
+    for func, prog_type, array in UNWIND_PROGS:
+        if array == "unwind_off" and not offcpu:
+            continue
+        fn = bpf.load_func(func.encode(), getattr(bcc.BPF, prog_type))
+        bpf[array.encode()][ctypes.c_int(0)] = ctypes.c_int(fn.fd)
+
+
 def _child_main(sock_fd: int, options: str) -> None:
     """Entry of the loader subprocess: load, hand every fd to the agent, exit without cleanup."""
     sock = socket.socket(fileno=sock_fd)
     try:
         try:
             opts = json.loads(options)
+            unwind = UnwindSizes(**opts["unwind"]) if opts.get("unwind") else None
             maps, keep = _attach(opts["frequency"], opts["offcpu"], opts["min_block_ns"], opts["pids"],
-                                 opts["offcpu_kernel_stacks"])
+                                 opts["offcpu_kernel_stacks"], unwind, opts["stack_entries"])
         except LoaderError as exc:
             sock.send(json.dumps({"ok": False, "error": str(exc)}).encode())
         except Exception as exc:  # noqa: BLE001 - anything else still reaches the user, not a hang
@@ -136,10 +180,14 @@ class PendingLoad:
     process tracker while BCC compiles; `result()` waits for the fds."""
 
     def __init__(self, frequency: int, offcpu: bool, min_block_ns: int, pids: Iterable[int] | None,
-                 offcpu_kernel_stacks: bool = False) -> None:
+                 offcpu_kernel_stacks: bool = False, unwind: UnwindSizes | None = None,
+                 stack_entries: int = STACK_ENTRIES) -> None:
+        self.unwind = unwind
         self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         options = json.dumps({"frequency": frequency, "offcpu": offcpu, "min_block_ns": min_block_ns,
-                              "pids": sorted(set(pids or ())), "offcpu_kernel_stacks": offcpu_kernel_stacks})
+                              "pids": sorted(set(pids or ())), "offcpu_kernel_stacks": offcpu_kernel_stacks,
+                              "unwind": dataclasses.asdict(unwind) if unwind else None,
+                              "stack_entries": stack_entries})
         root = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
         try:
@@ -202,10 +250,11 @@ class PendingLoad:
 
 
 def load_programs(frequency: int, offcpu: bool, min_block_ns: int, pids: Iterable[int] | None,
-                  offcpu_kernel_stacks: bool = False, timeout_s: float = LOAD_TIMEOUT_S) -> Loaded:
+                  offcpu_kernel_stacks: bool = False, timeout_s: float = LOAD_TIMEOUT_S,
+                  unwind: UnwindSizes | None = None) -> Loaded:
     """Compile and attach in a short-lived subprocess (BCC and LLVM never enter this process);
     receive the map and attachment fds over a Unix socket. Raises LoaderError with its message."""
-    return PendingLoad(frequency, offcpu, min_block_ns, pids, offcpu_kernel_stacks).result(timeout_s)
+    return PendingLoad(frequency, offcpu, min_block_ns, pids, offcpu_kernel_stacks, unwind).result(timeout_s)
 
 
 __all__ = [

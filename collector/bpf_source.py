@@ -6,18 +6,22 @@ from __future__ import annotations
 import errno
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from collector.bpf_abi import HP_KEY, HP_MAX_DEPTH, HP_STACK_SIZE, STAT_NAMES
-from collector.bpf_loader import STACK_ENTRIES, LoaderError, PendingLoad
+from collector.bpf_loader import LoaderError, PendingLoad, UnwindSizes
 from collector.bpfmaps import percpu_u64_sum
 from collector.source import STACK_STALE, RawCount, RawDrain
+from collector.unwind.table_cache import TableCache
+from collector.unwind.table_manager import TableManager
+from collector.unwind_kernel import KernelTables, ManagedTables
 
-# Recycle a stack map generation once this share of its entries is in use.
-RECYCLE_FILL = 0.6
+# Recycle a stack map generation before this share of its entries could be in use.
+RECYCLE_FILL = 0.8
 # BPF programs run to completion with preemption off; this covers one already past the flip.
 FLIP_GRACE_S = 0.005
+DEFAULT_UNWIND = UnwindSizes()
 
 
 class BccSource:
@@ -27,23 +31,38 @@ class BccSource:
 
     def __init__(self, frequency: int = 19, offcpu: bool = True, min_block_ns: int = 1_000_000,
                  pids: Iterable[int] | None = None, clock_ns: Any = time.time_ns,
-                 offcpu_kernel_stacks: bool = False, pending: PendingLoad | None = None) -> None:
+                 offcpu_kernel_stacks: bool = False, pending: PendingLoad | None = None,
+                 unwind: UnwindSizes | None = DEFAULT_UNWIND, unwind_cache_dir: str | None = None,
+                 unwind_admit: Callable[[int], bool] | None = None) -> None:
         self.frequency = frequency
         self.offcpu = offcpu
         self._clock_ns = clock_ns
         if pending is None:
-            pending = PendingLoad(frequency, offcpu, min_block_ns, pids, offcpu_kernel_stacks)
+            pending = PendingLoad(frequency, offcpu, min_block_ns, pids, offcpu_kernel_stacks, unwind)
         self._loaded = pending.result()
         self._maps = self._loaded.maps
         try:
             self._check_layout()
+            self.tables: KernelTables | None = (KernelTables(self._maps["unwind_rows"], self._maps["proc_maps"])
+                           if pending.unwind is not None else None)
         except LoaderError:
             self._loaded.close()
             raise
+        except (ValueError, KeyError) as exc:
+            self._loaded.close()
+            raise LoaderError(f"the BPF unwinder's maps are not as expected: {exc}") from exc
+        # Which processes' mapping tables are in the kernel (fed by the tracker: `follow`).
+        self.unwinder: ManagedTables | None = None
+        if self.tables is not None:
+            manager = TableManager(self.tables, TableCache(unwind_cache_dir), self.tables.row_capacity)
+            self.unwinder = ManagedTables(self.tables, manager, self._maps.get("unwind_wanted"), unwind_admit)
+        self._tables_prev: dict[str, int] = {}
         self._buffer = 0
         self._gen = 0
         self._stack_cache: dict[tuple[int, int], tuple[int, ...]] = {}  # (map, hash) -> ips
         self._ids_in_gen: set[int] = set()
+        self._used_at_last_drain = 0  # unique stacks of this generation at the last drain
+        self._peak_new = 0  # the most new unique stacks one interval brought, so far
         self._last_ns = clock_ns()
         self._stats_prev = [0] * len(STAT_NAMES)
 
@@ -95,14 +114,14 @@ class BccSource:
         out: list[RawCount] = []
         unpack_key = HP_KEY.unpack
         for key, value in items:
-            tgid, tid, cgroup_id, user_stack, kernel_stack, user_err, kernel_err, stack_map, _, comm = \
+            tgid, tid, cgroup_id, user_stack, kernel_stack, user_err, kernel_err, stack_map, user_end, comm = \
                 unpack_key(key)
             user, user_err = self._stack(stack_map, user_stack, user_err)
             kernel, kernel_err = self._stack(stack_map, kernel_stack, kernel_err)
             out.append(RawCount(
                 tgid=tgid, tid=tid, comm=comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
                 cgroup_id=cgroup_id, user=user, kernel=kernel, value=struct.unpack("<Q", value)[0],
-                user_error=user_err, kernel_error=kernel_err))
+                user_error=user_err, kernel_error=kernel_err, user_end=user_end))
         return out
 
     def _read_stats(self) -> dict[str, int]:
@@ -116,10 +135,19 @@ class BccSource:
         return delta
 
     def _maybe_recycle_stacks(self, drain: RawDrain) -> None:
-        """Move to the other stack map when this one fills; clear that one first."""
+        """Move to the other stack map (cleared first) before this one can fill: when the unique
+        stacks it took in its intervals so far, at their measured rate, would pass RECYCLE_FILL
+        of it by the end of the next interval (the busiest interval counts twice), or when it
+        already refused one (counted per stack as "stack map full")."""
         full = any(c.user_error == -errno.ENOMEM or c.kernel_error == -errno.ENOMEM
                    for c in drain.cpu + drain.offcpu)
-        if not full and len(self._ids_in_gen) < RECYCLE_FILL * STACK_ENTRIES:
+        used = len(self._ids_in_gen)
+        new = used - self._used_at_last_drain
+        self._peak_new = max(self._peak_new, new)
+        self._used_at_last_drain = used
+        drain.stats["stack_map_used"] = used
+        capacity = self._maps["stacks0"].max_entries
+        if not full and used + 2 * self._peak_new < RECYCLE_FILL * capacity:
             return
         new_gen = self._gen + 1
         parity = new_gen & 1
@@ -128,6 +156,7 @@ class BccSource:
         self._set_control(1, new_gen)
         self._gen = new_gen
         self._ids_in_gen = set()
+        self._used_at_last_drain = 0
         drain.stats["stack_map_recycles"] = drain.stats.get("stack_map_recycles", 0) + 1
 
     def drain(self) -> RawDrain:
@@ -143,11 +172,28 @@ class BccSource:
         if self.offcpu:
             drain.offcpu = self._read_counts(f"offcpu_counts{old}")
         drain.stats = self._read_stats()
+        drain.stats.update(self._tables_stats())
         self._maybe_recycle_stacks(drain)
         return drain
 
+    def follow(self, tracker: Any) -> None:
+        """Keep the kernel's mapping tables in step with the tracker's processes (ManagedTables)."""
+        if self.unwinder is not None:
+            self.unwinder.follow(tracker)
+
+    def _tables_stats(self) -> dict[str, int]:
+        """The unwinder's user-space counters since the last drain, and its registered processes."""
+        if self.unwinder is None:
+            return {}
+        now = self.unwinder.counters()
+        out = {k: v - self._tables_prev.get(k, 0) for k, v in now.items() if v != self._tables_prev.get(k, 0)}
+        self._tables_prev = now
+        return out
+
     def close(self) -> None:
         """Closing the last fds detaches the programs and frees the maps."""
+        if self.unwinder is not None:
+            self.unwinder.close()
         self._loaded.close()
 
 

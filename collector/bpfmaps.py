@@ -23,7 +23,8 @@ BPF_MAP_GET_NEXT_KEY = 4
 BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_MAP_LOOKUP_BATCH = 24
-BPF_MAP_DELETE_BATCH = 26
+BPF_MAP_UPDATE_BATCH = 26
+BPF_MAP_DELETE_BATCH = 27
 ENOTSUPP = 524  # kernel-internal "not supported", seen by user space for missing batch ops
 
 # bpf_map_type values whose lookups return one value per possible CPU.
@@ -229,6 +230,20 @@ class BpfMap:
                     self.batch_ok = False
                 keys = keys[done:]  # the kernel stopped at the first key it could not delete
         return sum(self.delete(k) for k in keys)
+
+    def update_batch(self, keys: bytes, values: bytes, count: int) -> None:
+        """Write `count` elements at once (keys and values packed end to end; array maps take
+        them as a whole, one syscall instead of one per element)."""
+        if count == 0:
+            return
+        if len(keys) != count * self.key_size or len(values) != count * self.read_size:
+            raise ValueError(f"update_batch of {count} elements: {len(keys)} key bytes, {len(values)} value bytes")
+        kbuf = ctypes.create_string_buffer(keys, len(keys))
+        vbuf = ctypes.create_string_buffer(values, len(values))
+        attr = self._attr
+        ctypes.memset(attr, 0, ATTR_SIZE)
+        struct.pack_into("<QQQQII", attr, 0, 0, 0, ctypes.addressof(kbuf), ctypes.addressof(vbuf), count, self.fd)
+        _bpf(BPF_MAP_UPDATE_BATCH, attr)
 
     def clear(self) -> int:
         """Delete every element (hash maps); returns how many."""

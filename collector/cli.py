@@ -83,6 +83,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--spool-dir", default="/var/lib/hotpath/spool", help="on-disk queue directory")
     p.add_argument("--spool-max-mb", type=positive_int, default=100, help="spool bound in MiB")
     p.add_argument("--metrics-addr", default="", help="serve Prometheus metrics on HOST:PORT")
+    p.add_argument("--no-unwind", action="store_true",
+                   help="user stacks by frame pointer only (no .eh_frame tables in the kernel)")
+    p.add_argument("--unwind-rows", type=positive_int, default=1 << 22,
+                   help="unwind table rows in the kernel, all binaries together (12 B each, allocated "
+                        "at load; default 4194304 = 48 MiB); tables that do not fit are counted")
+    p.add_argument("--unwind-procs", type=positive_int, default=1024,
+                   help="processes with a mapping table in the kernel (8 KiB each, as used); more are "
+                        "counted and walked by frame pointer")
+    p.add_argument("--stack-entries", type=positive_int, default=32768,
+                   help="unique stacks per stack-map generation (two maps, ~1.1 KiB a stack, as used); "
+                        "a generation is recycled before its measured rate could fill it")
     p.add_argument("--perf-map-max-mb", type=positive_int, default=32,
                    help="largest /tmp/perf-PID.map read, in MiB (larger ones are refused and counted)")
     p.set_defaults(func=run_collector)
@@ -124,7 +135,9 @@ def run_collector(args: argparse.Namespace) -> int:
                          service=args.service, host=args.host, pids=tuple(args.pid),
                          spool_dir=args.spool_dir, spool_max_bytes=args.spool_max_mb * 1024 * 1024,
                          metrics_addr=args.metrics_addr, extra_labels=dict(args.label),
-                         perf_map_max_bytes=args.perf_map_max_mb * 1024 * 1024)
+                         perf_map_max_bytes=args.perf_map_max_mb * 1024 * 1024,
+                         unwind=not args.no_unwind, unwind_rows=args.unwind_rows, unwind_procs=args.unwind_procs,
+                         stack_entries=args.stack_entries)
     try:
         secure_dir(Path(config.spool_dir))  # before BPF loads: a bad --spool-dir fails at once
     except SpoolError as exc:

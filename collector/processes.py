@@ -34,6 +34,7 @@ class ProcessTracker:
         self.young_s = young_s
         self._clock = clock
         self._on_capture = on_capture
+        self._listeners: list[tuple[Callable[[ProcessInfo], None], Callable[[int], None]]] = []
         self._lock = threading.Lock()
         self._infos: dict[int, ProcessInfo] = {}
         self._first_seen: dict[int, float] = {}
@@ -64,7 +65,19 @@ class ProcessTracker:
             self._on_capture(info)
         with self._lock:
             self._infos[pid] = info
+            listeners = list(self._listeners)
+        for on_capture, _ in listeners:
+            on_capture(info)
         return info
+
+    def listen(self, on_capture: Callable[[ProcessInfo], None], on_forget: Callable[[int], None]) -> None:
+        """Call on_capture with every live process known now and each new or changed capture
+        from now on (from the poll thread too), on_forget with each pid forgotten after a drain."""
+        with self._lock:
+            self._listeners.append((on_capture, on_forget))
+            known = [info for info in self._infos.values() if info.alive]
+        for info in known:
+            on_capture(info)
 
     def _live_pids(self) -> set[int]:
         try:
@@ -158,6 +171,10 @@ class ProcessTracker:
                 self._dead.discard(pid)
             self._dead_since_drain = set()
             self._missing = set()
+            listeners = list(self._listeners)
+        for _, on_forget in listeners:
+            for pid in gone:
+                on_forget(pid)
         return gone
 
     def __len__(self) -> int:

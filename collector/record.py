@@ -35,6 +35,7 @@ def record(duration_s: float, frequency: int, ptype: str, pids: Sequence[int], o
     except LoaderError as exc:
         tracker.stop()
         raise CommandError(str(exc)) from None
+    source.follow(tracker)
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())

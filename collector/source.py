@@ -34,6 +34,7 @@ class RawCount:
     value: int
     user_error: int = STACK_OK  # negative stack id when the user stack was missed
     kernel_error: int = STACK_OK  # negative stack id (-EFAULT alone = sample in user mode)
+    user_end: int = 0  # why the user-stack walk ended (HP_END_*; 0 = not a table-unwinder walk)
 
 
 @dataclass(slots=True)

@@ -281,6 +281,12 @@ class TableManager:
             self._wake.set()
             return len(front)
 
+    def loaded(self, pid: int) -> bool:
+        """Whether `pid` is registered and none of its tables waits to load."""
+        with self._lock:
+            proc = self.procs.get(pid)
+            return proc is not None and all(t is None or t.state != PENDING for _, t in proc.maps)
+
     def pending(self) -> int:
         with self._lock:
             return sum(1 for t in self._queue if t.state == PENDING and self.tables.get(t.key) is t)
