@@ -16,21 +16,25 @@ from tests.conftest import require
 
 WORKLOADS = Path(__file__).parent / "workloads"
 CFLAGS = ["-O1", "-fno-omit-frame-pointer", "-mno-omit-leaf-frame-pointer", "-pthread"]
+# gcc's and most distributions' default: no frame pointers (the table unwinder's case).
+NOFP_CFLAGS = ["-O2", "-fomit-frame-pointer", "-pthread"]
 
 
 @pytest.fixture(scope="session")
 def build(tmp_path_factory: pytest.TempPathFactory):
-    """Compile `workloads/<name>.c` with frame pointers; returns the binary path."""
+    """Compile `workloads/<name>.c` with frame pointers (nofp=True: without); returns the binary."""
     require(shutil.which("gcc") is not None, "gcc to build the C workloads")
     out_dir = tmp_path_factory.mktemp("workloads")
     built: dict[str, Path] = {}
 
-    def _build(name: str) -> Path:
-        if name not in built:
-            exe = out_dir / name
-            subprocess.run(["gcc", *CFLAGS, "-o", str(exe), str(WORKLOADS / f"{name}.c")], check=True)
-            built[name] = exe
-        return built[name]
+    def _build(name: str, nofp: bool = False, extra: tuple[str, ...] = ()) -> Path:
+        out_name = f"{name}-nofp" if nofp else name
+        if out_name not in built:
+            exe = out_dir / out_name
+            subprocess.run(["gcc", *(NOFP_CFLAGS if nofp else CFLAGS), "-o", str(exe),
+                            str(WORKLOADS / f"{name}.c"), *extra], check=True)
+            built[out_name] = exe
+        return built[out_name]
 
     return _build
 

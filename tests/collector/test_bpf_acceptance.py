@@ -29,6 +29,7 @@ class Session:
         self.sym.tracker = self.tracker
         self.tracker.start()
         self.source = BccSource(frequency=99, offcpu=True, min_block_ns=1_000_000)
+        self.source.follow(self.tracker)
 
     def reset(self) -> None:
         build_batch(self.source.drain(), self.sym, 99, True)
