@@ -16,7 +16,10 @@
      same BPF programs with BCC in-process (what the agent did before the loader subprocess);
    - seconds from start to the first shipped batch, next to when the BPF programs were ready.
 
-Usage: .venv/bin/python bench/collector_overhead.py [--rounds 3] [--iterations 1500] [--steady 60]
+   --nofp: section 1 on the workload built -O2 -fomit-frame-pointer, with the agent's table
+   unwinder (default), `--no-unwind` and `perf record --call-graph dwarf` at 99 and 999 Hz.
+
+Usage: .venv/bin/python bench/collector_overhead.py [--rounds 3] [--iterations 1500] [--steady 60] [--nofp]
        .venv/bin/python bench/collector_overhead.py --only-steady   # section 3 alone (~1.5 min)
 Needs root + BPF; the host is shared, so also read the spread printed next to each figure.
 """
@@ -59,7 +62,8 @@ class Sink(http.server.BaseHTTPRequestHandler):
 class Collector:
     """A `hotpath collector` subprocess; ready once its first interval line is printed."""
 
-    def __init__(self, url: str, token: Path, frequency: int, interval: str, offcpu: bool = True) -> None:
+    def __init__(self, url: str, token: Path, frequency: int, interval: str, offcpu: bool = True,
+                 extra: tuple[str, ...] = ()) -> None:
         self.lines: list[tuple[float, str]] = []
         self.started = time.monotonic()
         cmd = [sys.executable, "-m", "hotpath", "collector", "--server", url, "--token-file", str(token),
@@ -67,6 +71,7 @@ class Collector:
                "--spool-dir", tempfile.mkdtemp(prefix="hp-bench-spool-")]
         if not offcpu:
             cmd.append("--no-offcpu")
+        cmd += extra
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -226,27 +231,34 @@ def fmt(values: list[float], base: float) -> str:
 
 
 def fixed_work(exe: Path, url: str, token: Path, tmp: Path, args: argparse.Namespace) -> None:
-    """Section 1: the fixed CPU-bound workload under each sampler, interleaved rounds."""
-    results: dict[str, list[tuple[float, float]]] = {k: [] for k in
-                                                     ("none", "agent 99 Hz", "agent 999 Hz", "perf -g 99 Hz",
-                                                      "perf -g 999 Hz", "bcc profile 999")}
+    """Section 1: the fixed CPU-bound workload under each sampler, interleaved rounds. --nofp:
+    the workload without frame pointers, the agent with its table unwinder (default) and with
+    --no-unwind (today's frame-pointer walk), against `perf record --call-graph dwarf`."""
+    perf_graph = ["--call-graph", "dwarf"] if args.nofp else ["-g"]
+    perf_name = "perf dwarf" if args.nofp else "perf -g"
+    agents = [("agent", ())] + ([("agent --no-unwind", ("--no-unwind",))] if args.nofp else [])
+    names = ["none"] + [f"{a} {hz} Hz" for hz in (99, 999) for a, _ in agents] + \
+        [f"{perf_name} {hz} Hz" for hz in (99, 999)] + ["bcc profile 999"]
+    results: dict[str, list[tuple[float, float]]] = {k: [] for k in names}
     for _ in range(args.rounds):
         results["none"].append(run_workload(exe, args.iterations))
         for hz in (99, 999):
-            agent = Collector(url, token, hz, "10s")
-            agent.wait_for(r"interval 1 ")  # steady state: past its first drain (see section 2)
-            results[f"agent {hz} Hz"].append(run_workload(exe, args.iterations))
-            agent.stop()
+            for name, extra in agents:
+                agent = Collector(url, token, hz, "10s", extra=extra)
+                agent.wait_for(r"interval 1 ")  # steady state: past its first drain (see section 2)
+                results[f"{name} {hz} Hz"].append(run_workload(exe, args.iterations))
+                agent.stop()
             perf_out = tmp / "perf.data"
-            results[f"perf -g {hz} Hz"].append(run_workload(
-                exe, args.iterations, ["perf", "record", "-q", "-g", "-F", str(hz), "-o", str(perf_out), "--"]))
+            results[f"{perf_name} {hz} Hz"].append(run_workload(
+                exe, args.iterations, ["perf", "record", "-q", *perf_graph, "-F", str(hz), "-o", str(perf_out), "--"]))
         if Path(BccProfile.TOOL).exists():
             bcc = BccProfile(999)
             results["bcc profile 999"].append(run_workload(exe, args.iterations))
             bcc.stop()
     results["none"].append(run_workload(exe, args.iterations))  # closes the last round
     none = results.pop("none")
-    print(f"\n1. fixed CPU-bound work ({args.iterations} iterations, {args.rounds} interleaved rounds; "
+    print(f"\n1. fixed CPU-bound work ({args.iterations} iterations, {'no' if args.nofp else 'with'} frame "
+          f"pointers, {args.rounds} interleaved rounds; "
           "each run against the mean of the none runs that open its round and the next)")
     for i, what in enumerate(("CPU time", "wall time")):
         base = [m[i] for m in none]
@@ -255,7 +267,7 @@ def fixed_work(exe: Path, url: str, token: Path, tmp: Path, args: argparse.Names
             if not vals:
                 print(f"   {name:16s} n/a ({BccProfile.TOOL} not installed)")
                 continue
-            print(f"   {name:16s} {what:9s} {statistics.median(m[i] for m in vals):7.3f}s  "
+            print(f"   {name:22s} {what:9s} {statistics.median(m[i] for m in vals):7.3f}s  "
                   f"{describe(sandwiched([m[i] for m in vals], base))}")
 
 
@@ -315,6 +327,9 @@ def main() -> int:
     ap.add_argument("--pipe-block", type=int, default=8, help="sched pipe runs per block of section 2")
     ap.add_argument("--only-steady", action="store_true", help="section 3 alone")
     ap.add_argument("--only-pipe", action="store_true", help="section 2 alone")
+    ap.add_argument("--nofp", action="store_true",
+                    help="section 1 on a workload without frame pointers: the table unwinder vs "
+                         "--no-unwind vs perf --call-graph dwarf")
     ap.add_argument("--pinned-only", action="store_true", help="section 2 without the unpinned runs")
     args = ap.parse_args()
     with bpf_stats(False):  # as a production host runs
@@ -324,8 +339,9 @@ def main() -> int:
 def measure(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="hp-bench-"))
     exe = tmp / "cpu_split"
-    subprocess.run(["gcc", "-O1", "-fno-omit-frame-pointer", "-mno-omit-leaf-frame-pointer", "-o", str(exe),
-                    str(WORKLOAD)], check=True)
+    flags = ["-O2", "-fomit-frame-pointer"] if args.nofp else ["-O1", "-fno-omit-frame-pointer",
+                                                                "-mno-omit-leaf-frame-pointer"]
+    subprocess.run(["gcc", *flags, "-o", str(exe), str(WORKLOAD)], check=True)
     token = tmp / "token"
     token.write_text("bench\n")
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
