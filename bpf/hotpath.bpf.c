@@ -223,6 +223,8 @@ static __always_inline int hp_step(struct hp_walk *w, struct hp_proc_maps *pm)
     /* The last mapping starting at or before `look`: the answer stays in [lo, lo + len). */
     u32 lo = 0, len = cnt;
     for (int s = 0; s < HP_MAP_STEPS; s++) {
+        if (len <= 1)
+            break;
         u32 half = len >> 1;
         if (pm->m[(lo + half) & (HP_MAX_MAPPINGS - 1)].start <= look)
             lo += half;
@@ -259,6 +261,8 @@ static __always_inline int hp_step(struct hp_walk *w, struct hp_proc_maps *pm)
         u32 first = m->table_first;
         u32 rlo = 0, rlen = count;
         for (int s = 0; s < HP_ROW_STEPS; s++) {
+            if (rlen <= 1)
+                break; /* log2(rows of this table) steps, not HP_ROW_STEPS */
             u32 half = rlen >> 1;
             u32 idx = first + rlo + half;
             struct hp_unwind_row *r = unwind_rows.lookup(&idx);

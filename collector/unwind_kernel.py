@@ -89,20 +89,30 @@ class KernelTables:
             self.registered.discard(tgid)
 
 
+def _start_time(pid: int) -> int:
+    """A process's start time (clock ticks after boot; 0 when gone): newer is larger."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return int(fh.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 class ManagedTables:
     """Processes that run, through the table manager into the kernel maps; one owner thread.
 
     Only processes the unwinder met get tables: a walk that finds no `proc_maps` entry for its
     tgid asks for one in `unwind_wanted` (and ends with HP_END_NO_PROC, its leaf kept). This
     thread reads those requests every POLL_S, registers the processes (their mappings from the
-    tracker), and loads their tables (disk cache, else compiled), re-checking requests between
-    tables; a registered process's new mappings (dlopen, exec) come from the tracker's captures,
+    tracker; the newest processes first, a few per step), and loads their tables (disk cache,
+    else compiled; a newly registered process's first), re-checking requests between tables; a registered process's new mappings (dlopen, exec) come from the tracker's captures,
     its exit from the tracker's forget. Idle processes on a big host cost nothing. Latency for a
     new process: its first sample, then about POLL_S plus its tables' load (cached: ms; compiled:
     ~0.1 s for libc) until its stacks are complete."""
 
     POLL_S = 0.2
     LOAD_SLICE_S = 0.05  # per load_pending call (one table at least), then requests again
+    REGISTER_PER_STEP = 8
 
     def __init__(self, kernel: KernelTables, manager: Any, wanted: BpfMap | None,
                  admit: Callable[[int], bool] | None = None) -> None:
@@ -114,6 +124,7 @@ class ManagedTables:
         self._lock = threading.Lock()  # guards the inboxes below, never held across work
         self._updates: dict[int, ProcessInfo] = {}
         self._removals: set[int] = set()
+        self._backlog: set[int] = set()  # requested tgids not registered yet
         self._counters: dict[str, int] = {}
         self.gauges: dict[str, int] = {}  # levels, not counts: rows in use, tables loaded
         self._stop = threading.Event()
@@ -150,7 +161,11 @@ class ManagedTables:
             removals, self._removals = self._removals, set()
         for pid in removals:
             self.manager.remove_process(pid)
-        for pid in self._requests():
+        self._backlog.update(self._requests())
+        # Newest processes first, a few per step: at agent start every running process asks at
+        # once, and a process started now should not wait behind all of them.
+        for pid in sorted(self._backlog, key=_start_time, reverse=True)[:self.REGISTER_PER_STEP]:
+            self._backlog.discard(pid)
             if pid in self.manager.procs or pid in updates or self.tracker is None:
                 continue
             if self.admit is not None and not self.admit(pid):
@@ -160,7 +175,8 @@ class ManagedTables:
                 updates[pid] = info
         for pid, info in updates.items():
             self.manager.update_process(pid, info.maps)
-            self.manager.prioritize(pid)  # sampled just now: its tables before older requests
+        for pid in reversed(updates):  # sampled just now: their tables first, the newest first
+            self.manager.prioritize(pid)
         if self.manager.pending():
             self.manager.load_pending(self.LOAD_SLICE_S)
         counters = dict(self.kernel.counters)
@@ -168,7 +184,7 @@ class ManagedTables:
         counters.update({f"unwind_cache_{k}": v for k, v in self.manager.cache.stats.items()})
         self.gauges = {k: counters.pop(k) for k in GAUGES if k in counters}
         self._counters = counters
-        return bool(self.manager.pending())
+        return bool(self.manager.pending() or self._backlog)
 
     def _run(self) -> None:
         while not self._stop.is_set():
