@@ -21,7 +21,6 @@ from collector.unwind_kernel import KernelTables, ManagedTables
 RECYCLE_FILL = 0.8
 # BPF programs run to completion with preemption off; this covers one already past the flip.
 FLIP_GRACE_S = 0.005
-DEFAULT_UNWIND = UnwindSizes()
 
 
 class BccSource:
@@ -32,7 +31,7 @@ class BccSource:
     def __init__(self, frequency: int = 19, offcpu: bool = True, min_block_ns: int = 1_000_000,
                  pids: Iterable[int] | None = None, clock_ns: Any = time.time_ns,
                  offcpu_kernel_stacks: bool = False, pending: PendingLoad | None = None,
-                 unwind: UnwindSizes | None = DEFAULT_UNWIND, unwind_cache_dir: str | None = None,
+                 unwind: UnwindSizes | None = None, unwind_cache_dir: str | None = None,
                  unwind_admit: Callable[[int], bool] | None = None) -> None:
         self.frequency = frequency
         self.offcpu = offcpu

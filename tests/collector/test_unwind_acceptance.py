@@ -26,6 +26,7 @@ class Session:
     """One loaded BPF program set with the table unwinder (99 Hz, off-CPU on)."""
 
     def __init__(self, cache_dir: Path, **kw) -> None:
+        from collector.bpf_loader import UnwindSizes
         from collector.bpf_source import BccSource
         from collector.processes import ProcessTracker
         from collector.symbolize.symbolizer import Symbolizer
@@ -36,6 +37,7 @@ class Session:
         self.tracker.start()
         # Tables only for this test's own workloads: the other tenants of a shared CI host would
         # otherwise all ask at once, and the tests would time the host, not the unwinder.
+        kw.setdefault("unwind", UnwindSizes())
         self.source = BccSource(frequency=HZ, offcpu=True, min_block_ns=1_000_000,
                                 unwind_cache_dir=str(cache_dir), unwind_admit=_my_child, **kw)
         self.source.follow(self.tracker)
