@@ -195,7 +195,8 @@ class _Parser:
 
 
 def parse_selector(text: str) -> Selector:
-    """Parse `type{name op "value", ...}`; type and braces optional; raises only `SelectorError`."""
+    """Parse `type{name op "value", ...}` (type: `cpu` or `memory:inuse_space`); type and braces optional;
+    raises only `SelectorError`."""
     if not isinstance(text, str):
         raise SelectorError("selector must be a string", 0, "text")
     if len(text) > MAX_LENGTH:
@@ -205,6 +206,9 @@ def parse_selector(text: str) -> Selector:
     profile_type = ""
     if _NAME.match(text, p.pos):
         profile_type = p.name("a profile type")
+        if p.peek() == ":":  # `memory:inuse_space`: a profile name and one of its sample types
+            p.pos += 1
+            profile_type += ":" + p.name("a sample type after ':'")
         p.skip_ws()
     matchers: list[Matcher] = []
     if p.peek() == "{":

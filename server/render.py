@@ -38,6 +38,7 @@ def flame_json(storage: Storage, sel: Selection, max_nodes: int, prefix: Sequenc
     tree = flamegraph.trim(storage.tree(sel, prefix), max_nodes)
     out = flamegraph.to_json(tree, type_name=sel.profile_type, unit=sel.unit or "nanoseconds",
                              period=int(sel.period), counters=sel.counters)
+    out["aggregation"] = sel.aggregation
     if prefix:
         out["prefix"] = list(prefix)
     return out
@@ -65,5 +66,5 @@ def top_json(storage: Storage, sel: Selection, limit: int) -> dict[str, Any]:
                   "self": int(r.self), "total": int(r.total)} for r in every[:limit]]
     total = int(sel.values[:, sel.main].sum()) if sel.values.size else 0
     # `count`: how many functions there are in all, so a client can say when `limit` cut the list.
-    return {"type": sel.profile_type, "unit": sel.unit or "nanoseconds", "total": total, "count": len(every),
-            "functions": functions}
+    return {"type": sel.profile_type, "unit": sel.unit or "nanoseconds", "aggregation": sel.aggregation,
+            "total": total, "count": len(every), "functions": functions}

@@ -13,7 +13,14 @@ from flask import Blueprint, Response, jsonify, request
 from profiler.errors import ProfileError
 from profiler.model import Profile, ProfileTable, Sample
 from profiler.pprof import decode_table
-from profiler.types import CPU, OFFCPU, new_cpu_profile, new_offcpu_profile
+from profiler.types import (
+    CPU,
+    NAME,
+    OFFCPU,
+    infer_profile_name,
+    new_cpu_profile,
+    new_offcpu_profile,
+)
 from server.api.common import ApiError, principal, requires, state
 from server.ingest_limits import (
     gunzip_body,
@@ -80,16 +87,30 @@ def inflate(data: bytes, cfg: dict, limit: int, gzipped: bool = False) -> bytes:
     return data
 
 
+def profile_name(name: str, table: ProfileTable, where: str = "type") -> str:
+    """The profile name a request gives (checked against the pprof for cpu/offcpu), "" to infer it."""
+    if not name:
+        return ""
+    if not NAME.fullmatch(name):
+        raise ApiError(400, f"{where}={name[:40]!r}: a profile name is 1-32 of a-z, 0-9 and _, starting with a "
+                       "letter or _", "bad_params")
+    if name in (CPU, OFFCPU) and infer_profile_name(table) != name:
+        raise ApiError(400, f"{where}={name!r} but the pprof has no {name} sample type "
+                       f"({', '.join(map(str, table.sample_types)) or 'none'})", "bad_profile")
+    return name
+
+
 def store_table(table: ProfileTable, labels: dict[str, str], key: str | None, compressed: int,
-                repairs: dict[str, int] | None = None) -> tuple[IngestResult, dict[str, int]]:
-    """Validate (unless `repairs` says it was) and store one profile, committed on return; count it.
+                repairs: dict[str, int] | None = None, name: str = "") -> tuple[IngestResult, dict[str, int]]:
+    """Validate (unless `repairs` says it was) and store one profile as profile `name` ("" infers it from
+    the sample types), committed on return; count it.
 
     Returns the result and the repairs validation made (names cut, characters replaced)."""
     st = state()
     if repairs is None:
         repairs = validate_table(table, st.config)
     try:
-        result = st.storage.ingest(table, labels, scoped_key(key, principal().token_id))
+        result = st.storage.ingest(table, labels, scoped_key(key, principal().token_id), name=name)
     except IngestRejected as exc:
         raise ApiError(422, str(exc), "rejected") from None
     st.metrics.ingest_batches.labels(result.status).inc()
@@ -112,6 +133,7 @@ def ingest() -> tuple[Response, int]:
         labels = series_labels(request.args, cfg)
         body, compressed = request_body(cfg)
         mimetype = request.mimetype or ""
+        name = ""
         if mimetype.startswith("text/"):
             table = ProfileTable.from_profile(folded_profile(body.decode("utf-8", "replace"), dict(request.args)))
         else:
@@ -119,7 +141,8 @@ def ingest() -> tuple[Response, int]:
                 table = decode_table(body)
             except ProfileError as exc:
                 raise ApiError(400, f"body is not a valid pprof profile: {exc}", "bad_profile") from None
-        result, repairs = store_table(table, labels, key, compressed)
+            name = profile_name(request.args.get("type", ""), table)
+        result, repairs = store_table(table, labels, key, compressed, name=name)
     except ApiError as exc:
         st.metrics.ingest_rejects.labels(exc.reason or "other").inc()
         st.metrics.ingest_protocol_requests.labels("native", "rejected").inc()

@@ -18,7 +18,14 @@ from profiler import folded
 from profiler.errors import ProfileError
 from profiler.model import ProfileTable, ValueType
 from profiler.pprof import decode_table
-from profiler.types import CPU, as_cpu_columns
+from profiler.types import (
+    CPU,
+    CPU_NANOS,
+    PYROSCOPE_SAMPLE_TYPES,
+    as_cpu_columns,
+    infer_profile_name,
+    pyroscope_name,
+)
 from server.api.common import ApiError, authorize, state
 from server.api.ingest import folded_profile, inflate, request_body, store_table
 from server.ingest_limits import MAX_KEY_LEN, check_series_labels
@@ -70,7 +77,7 @@ def _text_table(text: str, fmt: str, suffix: str) -> ProfileTable:
         rate = request.args.get("sampleRate", "100")
         profile = folded_profile(text, {"type": CPU, "sample_rate": rate}, t0)
     else:
-        vt = ValueType(suffix or "samples", LEGACY_UNITS.get(units, "count"))
+        vt = ValueType(PYROSCOPE_SAMPLE_TYPES.get(suffix, suffix) or "samples", LEGACY_UNITS.get(units, "count"))
         try:
             profile = folded.parse(text, vt).profile
         except ProfileError as exc:
@@ -149,7 +156,8 @@ def ingest() -> tuple[Response, int]:
             except UnicodeDecodeError as exc:
                 raise ApiError(400, f"{fmt} body is not valid UTF-8 (byte {exc.start})", "bad_profile") from None
             table = _text_table(text, fmt, name.suffix)
-        result, _ = store_table(table, labels, key, compressed)
+        ptype = infer_profile_name(table) if table.period_type == CPU_NANOS else pyroscope_name(name.suffix)
+        result, _ = store_table(table, labels, key, compressed, name=ptype)
     except ApiError as exc:
         st.metrics.ingest_rejects.labels(exc.reason or "other").inc()
         st.metrics.ingest_protocol_requests.labels(PROTOCOL, "rejected").inc()

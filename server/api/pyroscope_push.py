@@ -17,7 +17,7 @@ from flask import Blueprint, Response, request
 from profiler.errors import ProfileError
 from profiler.model import ProfileTable
 from profiler.pprof import decode_table
-from profiler.types import CPU, as_cpu_columns, profile_type_of
+from profiler.types import CPU, as_cpu_columns, profile_type_of, pyroscope_name
 from server.api.common import ApiError, authorize, state
 from server.api.ingest import inflate, request_body, store_table
 from server.ingest_limits import MAX_KEY_LEN, check_series_labels, validate_table
@@ -100,7 +100,7 @@ def push() -> tuple[Response, int]:
     except ProtocolError as exc:
         raise ApiError(400, str(exc), "bad_request") from None
     budget = cfg["MAX_DECOMPRESSED_BYTES"] - len(body)
-    ready: list[tuple[ProfileTable, dict[str, str], str | None, dict[str, int]]] = []
+    ready: list[tuple[ProfileTable, dict[str, str], str | None, dict[str, int], str]] = []
     for i, one in enumerate(series):
         labels = check_series_labels(one.labels, cfg)
         for j, smp in enumerate(one.samples):
@@ -109,10 +109,10 @@ def push() -> tuple[Response, int]:
             budget -= len(data)
             table = decode_sample(data, one.name, f"series {i} sample {j}")
             repairs = validate_table(table, cfg)
-            ready.append((table, labels, idempotency_key(smp.id, labels), repairs))
+            ready.append((table, labels, idempotency_key(smp.id, labels), repairs, pyroscope_name(one.name)))
     outcome = "duplicate"
-    for table, labels, key, repairs in ready:
-        if store_table(table, labels, key, compressed // len(ready), repairs)[0].status == "stored":
+    for table, labels, key, repairs, name in ready:
+        if store_table(table, labels, key, compressed // len(ready), repairs, name)[0].status == "stored":
             outcome = "stored"
     st.metrics.ingest_seconds.observe(time.perf_counter() - started)
     st.metrics.ingest_protocol_requests.labels(PROTOCOL, outcome if ready else "empty").inc()

@@ -127,7 +127,8 @@ def series() -> Response:
     group_by = request.args.get("group_by") or None
     st = state()
     found = st.storage.timeline(sel, t0, t1, step, group_by, st.config["QUERY_MAX_GROUPS"])
-    doc: dict[str, Any] = {"type": found.profile_type, "unit": found.unit or "nanoseconds", "step": step, "from": t0,
+    doc: dict[str, Any] = {"type": found.profile_type, "unit": found.unit or "nanoseconds",
+                           "aggregation": found.aggregation, "step": step, "from": t0,
                            "until": t1, "series": found.series}
     if group_by:  # how many groups there were, and how many the "other" entry sums (QUERY_MAX_GROUPS)
         doc["groups"] = {"total": found.groups, "shown": found.groups - found.other, "other": found.other}

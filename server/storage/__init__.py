@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import Engine, func, select, text
 
-from profiler.model import Frame
+from profiler.model import Frame, ValueType
+from profiler.types import aggregation, query_types
 from server import db
 from server.models import batches, sample_labels, series
 from server.storage import ingest as _ingest
@@ -32,7 +33,7 @@ IngestRejected = _ingest.IngestRejected
 IngestResult = _ingest.IngestResult
 Selection = _query.Selection
 _MAINTENANCE_LOCK = 0x686F7470  # "hotp"
-BUILTIN_TYPES = (("cpu", "nanoseconds"), ("offcpu", "nanoseconds"))
+BUILTIN_TYPES = (("cpu", "cpu", "nanoseconds"), ("offcpu", "off_cpu", "nanoseconds"))
 
 
 class Storage:
@@ -50,12 +51,13 @@ class Storage:
 
     # -- write ----------------------------------------------------------------------------------
     def ingest(self, profile: Profile | ProfileTable, labels: dict[str, str], key: str | None = None,
-               now: float | None = None) -> IngestResult:
-        """Store one profile (the columnar table the HTTP API decodes to, or the object model)."""
+               now: float | None = None, name: str = "") -> IngestResult:
+        """Store one profile (the columnar table the HTTP API decodes to, or the object model) under
+        profile `name` (inferred from its sample types when "")."""
         from profiler.model import ProfileTable
 
         table = profile if isinstance(profile, ProfileTable) else ProfileTable.from_profile(profile)
-        return self.partitions.retrying(lambda: _ingest.store(self, table, labels, key, now))
+        return self.partitions.retrying(lambda: _ingest.store(self, table, labels, key, now, name))
 
     # -- read -----------------------------------------------------------------------------------
     def select(self, selector: Selector, t0: int, t1: int, all_columns: bool = True) -> Selection:
@@ -97,13 +99,15 @@ class Storage:
             return _query.timeline(conn, selector, t0, t1, step, group_by, max_groups)
 
     def profile_types(self) -> list[dict[str, str]]:
+        """Every queryable type: name (`cpu`, `memory:inuse_space`), sample type, unit, aggregation."""
         with db.read(self.engine) as conn:
             rows = conn.execute(select(series.c.profile_type, series.c.sample_types).distinct()).all()
-        out = {name: unit for name, unit in BUILTIN_TYPES}
+        out = {name: (ValueType(sample, unit)) for name, sample, unit in BUILTIN_TYPES}
         for ptype, types in rows:
-            if ptype not in out:
-                out[ptype] = json.loads(types)[-1][1]
-        return [{"name": k, "unit": v} for k, v in out.items()]
+            for qtype, vt in query_types(ptype, [ValueType(t, u) for t, u in json.loads(types)]):
+                out.setdefault(qtype, vt)
+        return [{"name": k, "sample_type": vt.type, "unit": vt.unit, "aggregation": aggregation(vt.type)}
+                for k, vt in out.items()]
 
     def label_names(self, t0: int, t1: int) -> list[str]:
         names: set[str] = set()

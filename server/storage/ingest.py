@@ -14,7 +14,7 @@ from sqlalchemy import Connection, delete, func, insert
 from sqlalchemy.dialects import postgresql, sqlite
 
 from profiler.model import Profile, ProfileTable, ValueType
-from profiler.types import MAIN_VALUE, PROFILE_TYPES, profile_type_of
+from profiler.types import PROFILE_TYPES, column_of, infer_profile_name
 from server import db
 from server.models import batches, ingest_keys, rollup_buckets, sample_labels, series, series_labels
 from server.storage import rows, series_index
@@ -44,9 +44,11 @@ def series_id(profile_type: str, labels: dict[str, str], sample_types: list[list
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little", signed=True)
 
 
-def canonical_columns(profile: Profile | ProfileTable) -> tuple[str, list[ValueType], list[int], int]:
-    """(type, sample types, column order, main column) with known types in their canonical order."""
-    ptype = profile_type_of(profile)
+def canonical_columns(profile: Profile | ProfileTable, name: str = "") -> tuple[str, list[ValueType], list[int], int]:
+    """(profile name, sample types, column order, main column) with known types in their canonical order.
+
+    Every sample type is kept as a column of one batch row: the types of one pprof share its stacks."""
+    ptype = name or infer_profile_name(profile)
     have = list(profile.sample_types)
     known = PROFILE_TYPES.get(ptype)
     if known and set(known) == set(have):
@@ -54,9 +56,7 @@ def canonical_columns(profile: Profile | ProfileTable) -> tuple[str, list[ValueT
         types = list(known)
     else:
         order, types = list(range(len(have))), have
-    main_vt = MAIN_VALUE.get(ptype)
-    main = types.index(main_vt) if main_vt in types else len(types) - 1
-    return ptype, types, order, main
+    return ptype, types, order, column_of(ptype, None, types)
 
 
 def _insert_ignore(conn: Connection, table, values: dict | list[dict], keys: list[str]):  # type: ignore[no-untyped-def]
@@ -102,7 +102,7 @@ def _insert_batch(conn: Connection, row: dict, key: str | None, now_s: int) -> b
 
 
 def store(storage: Storage, table: ProfileTable, labels: dict[str, str], key: str | None,
-          now: float | None = None) -> IngestResult:
+          now: float | None = None, name: str = "") -> IngestResult:
     """Store `table` under series `labels`; committed before returning.
 
     The steady state (series and label pairs recently touched by this process, every function and
@@ -110,7 +110,7 @@ def store(storage: Storage, table: ProfileTable, labels: dict[str, str], key: st
     runs in one transaction with the dictionary inserts and touches.
     """
     now_s = int(now if now is not None else time.time())
-    ptype, types, order, main = canonical_columns(table)
+    ptype, types, order, main = canonical_columns(table, name)
     if not types:
         raise IngestRejected("profile has no sample types")
     ts = table.time_nanos // 1_000_000_000 if table.time_nanos > 0 else now_s

@@ -15,6 +15,7 @@ from server import db
 from server.models import batches, rollup_buckets, rollups
 from server.storage import rows
 from server.storage.plan import MINUTE, STEPS
+from server.storage.query import SNAPSHOTS
 
 if TYPE_CHECKING:
     from server.storage import Storage
@@ -36,7 +37,10 @@ def _merge_rows(source: list) -> dict:  # type: ignore[type-arg]
     out = rows.encode(merged, None)
     counters: dict[str, int] = defaultdict(int)
     for r in source:
-        for k, v in json.loads(r.counters or "{}").items():
+        row = json.loads(r.counters or "{}")
+        # How many profiles the row merges, so gauges (live heap) can still be averaged over a range.
+        counters[SNAPSHOTS] += int(row.pop(SNAPSHOTS, 1))
+        for k, v in row.items():
             counters[k] += int(v)
     out.update(total=sum(int(r.total) for r in source), period=int(source[0].period),
                duration_ns=sum(int(r.duration_ns) for r in source),

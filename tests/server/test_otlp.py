@@ -139,7 +139,7 @@ def test_go_labels_and_heap_equal_go_tool_pprof(client: Any, tokens: dict[str, s
         assert {f["name"] for f in got["functions"]} <= names and "main.leafSpin" in str(got["functions"])
     types, totals, _ = pprof_raw_totals(go_pprof(go, tmp, "-raw", str(heap)))
     assert types[-1] == "inuse_space/bytes" and totals[-1] > 4096 * 1000
-    got = top(client, tokens["read"], 'inuse_space{service="otlp-goheap"}')
+    got = top(client, tokens["read"], 'memory:inuse_space{service="otlp-goheap"}')
     assert got["total"] == totals[-1] and got["unit"] == "bytes"
     assert "main.allocate" in {f["name"] for f in got["functions"]}
 

@@ -47,7 +47,7 @@ def test_lines_format_counts_each_line(client: Any, tokens: dict[str, str]) -> N
 def test_non_cpu_folded_keeps_its_type_and_unit(client: Any, tokens: dict[str, str]) -> None:
     resp = ingest(client, tokens["ingest"], "name=heapy.inuse_space&units=bytes", "main;alloc 4096\n")
     assert resp.status_code == 200, resp.data
-    got = top(client, tokens["read"], 'inuse_space{service="heapy"}')
+    got = top(client, tokens["read"], 'memory:inuse_space{service="heapy"}')
     assert got["total"] == 4096 and got["unit"] == "bytes"
 
 

@@ -154,5 +154,5 @@ def test_pyroscope_node_sdk_ingests_to_hotpath(server: Any, tmp_path: Path) -> N
     cold = sum(f["self"] for f in top["functions"] if "coldSpin" in f["name"])
     assert hot > cold > 0 and hot / top["total"] > 0.4, (hot, cold, top["total"], top["functions"][:5])
     heap = get(f"{base}/api/v1/top?" + urllib.parse.urlencode(
-        {"query": 'inuse_space{service="node.demo"}', "from": "now-5m", "until": "now+5m"}), tokens["read"])
+        {"query": 'memory:inuse_space{service="node.demo"}', "from": "now-5m", "until": "now+5m"}), tokens["read"])
     assert heap["total"] > 0 and heap["unit"] == "bytes", heap
