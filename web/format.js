@@ -19,6 +19,18 @@ export function formatValue(v, unit) {
   return `${Math.round(v).toLocaleString("en-US")}${unit && unit !== "count" ? ` ${unit}` : " samples"}`;
 }
 
+/** What a count of profile `type` counts ("objects" for memory:inuse_objects, "samples" for cpu); other
+ * units as the server gives them. Why: every non-time, non-byte pprof unit is "count". */
+export function displayUnit(type, unit) {
+  if (unit !== "count") return unit || "";
+  const sample = String(type || "").split(":").pop();
+  if (sample.endsWith("objects")) return "objects";
+  if (sample.startsWith("goroutine")) return "goroutines";
+  if (sample === "contentions") return "contentions";
+  if (sample === "threadcreate") return "threads";
+  return "count";
+}
+
 /** Percentage with precision that stays readable for tiny shares. */
 export function formatPct(r) {
   if (!Number.isFinite(r)) return "–";

@@ -2,6 +2,8 @@
 // No DOM here so it runs under `node --test`; everything is iterative because graphs can be
 // thousands of frames deep (recursion would overflow the JS stack).
 
+import { displayUnit } from "./format.js";
+
 /** Error for a response that does not follow the wire format (docs/contracts.md §2). */
 export class WireFormatError extends Error {}
 
@@ -79,7 +81,8 @@ export function decode(wire) {
   return {
     n, x, w, self, level, nameIdx, parent, levelStart, levels: L, lt, ls, rt, rs, isOther,
     names, binaries, kinds, isDiff, format: wire.format || "single",
-    type: wire.type || "", unit: wire.unit || "", period: wire.period || 0,
+    type: wire.type || "", unit: displayUnit(wire.type, wire.unit), period: wire.period || 0,
+    aggregation: wire.aggregation || "sum",
     numTicks: n > 0 ? w[0] : 0,
     leftTicks: wire.leftTicks || 0, rightTicks: wire.rightTicks || 0,
     leftPeriod: wire.leftPeriod || 0, rightPeriod: wire.rightPeriod || 0,

@@ -1,7 +1,7 @@
 // Timeline of totals (the `series` endpoint) on a canvas; dragging selects a time range.
 // `sumSeries` and `pixelToTime` are pure and unit-tested; the class does the drawing and input.
 
-import { formatValue, formatTime } from "./format.js";
+import { displayUnit, formatValue, formatTime } from "./format.js";
 
 /** Sum all series' points per timestamp: [[t, v], ...] sorted by t. */
 export function sumSeries(resp) {
@@ -62,9 +62,12 @@ export function niceStep(spanS, maxPoints = 240, interval = DATA_INTERVAL_S) {
   return Math.ceil(want / interval) * interval;
 }
 
-/** How a per-step sum reads best: CPU nanoseconds as cores, other time as threads, else per step. */
+/** How a point reads best: CPU nanoseconds as cores, other time as threads, gauges as averages, else per step. */
 export function rate(resp, step) {
-  const unit = (resp && resp.unit) || "";
+  const unit = displayUnit(resp && resp.type, resp && resp.unit);
+  if (resp && resp.aggregation === "average") { // gauges (live heap, goroutines): each point is already a mean
+    return { scale: 1, fmt: (v) => `${formatValue(v, unit)} (average over ${step || "?"} s)` };
+  }
   if (unit === "nanoseconds" && step > 0) {
     const what = !resp.type || resp.type === "cpu" ? "cores" : "threads (avg)";
     return { scale: 1 / (step * 1e9), fmt: (v) => `${v.toFixed(v >= 10 ? 1 : 2)} ${what}` };
@@ -120,7 +123,7 @@ export class Timeline {
     this.rate = rate(resp, this.step);
     this.points = sumSeries(resp).map(([t, v]) => [t, v * this.rate.scale]);
     this.groups = this.groupBy ? seriesGroups(resp, this.groupBy) : [];
-    this.unit = (resp && resp.unit) || "";
+    this.unit = displayUnit(resp && resp.type, resp && resp.unit);
     this.t0 = t0;
     this.t1 = t1 > t0 ? t1 : t0 + 1;
     this.draw();

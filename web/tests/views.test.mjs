@@ -4,7 +4,7 @@ import { decode, findPath } from "../layout.js";
 import { sandwich } from "../sandwich.js";
 import { diffStats, classify, summarize, diffColor } from "../diff.js";
 import { parseState, formatState, apiQuery, dataParams, endpoint } from "../state.js";
-import { formatValue, formatPct, truncate, toUnixSeconds } from "../format.js";
+import { displayUnit, formatValue, formatPct, truncate, toUnixSeconds } from "../format.js";
 import { sumSeries, dragRange, pixelToTime } from "../timeline.js";
 import { binaryHue, frameColor, legendColor, pythonHue } from "../colors.js";
 import { simple, fromTree } from "./fixtures.mjs";
@@ -201,4 +201,26 @@ test("timeline steps are multiples of the 10 s data interval; CPU reads as cores
   for (const span of [60, 900, 3600, 21600, 86400, 604800]) assert.equal(niceStep(span) % 10, 0);
   const r = rate({ unit: "nanoseconds", type: "cpu" }, 20);
   assert.equal(r.fmt(40e9 * r.scale), "2.00 cores");
+});
+
+test("values of every profile type are shown in their unit", () => {
+  assert.equal(displayUnit("memory:inuse_objects", "count"), "objects");
+  assert.equal(displayUnit("goroutine:goroutine", "count"), "goroutines");
+  assert.equal(displayUnit("mutex:contentions", "count"), "contentions");
+  assert.equal(displayUnit("memory:inuse_space", "bytes"), "bytes");
+  assert.equal(formatValue(64 * 2 ** 20, displayUnit("memory:inuse_space", "bytes")), "64.00 MiB");
+  assert.equal(formatValue(1234, displayUnit("memory:alloc_objects", "count")), "1,234 objects");
+  assert.equal(formatValue(100, displayUnit("goroutine", "count")), "100 goroutines");
+  assert.equal(formatValue(2.5e6, displayUnit("mutex:delay", "nanoseconds")), "2.50 ms");
+  const m = decode({ version: 1, type: "goroutine:goroutine", unit: "count", aggregation: "average",
+    names: ["total", "main.parked"], levels: [[0, 100, 0, 0], [0, 100, 100, 1]], numTicks: 100, maxSelf: 100 });
+  assert.equal(m.unit, "goroutines");
+  assert.equal(m.aggregation, "average");
+});
+
+test("a gauge's timeline points are averages, shown in their unit", async () => {
+  const { rate } = await import("../timeline.js");
+  const r = rate({ unit: "bytes", type: "memory:inuse_space", aggregation: "average" }, 20);
+  assert.equal(r.scale, 1);
+  assert.equal(r.fmt(64 * 2 ** 20), "64.00 MiB (average over 20 s)");
 });
