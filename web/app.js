@@ -576,6 +576,7 @@ window.hotpath = {
   get calibration() { return calibration; },
   timeline,
   graph,
+  timeline,
   sandwich: { callers: swCallers, callees: swCallees },
   /** Center of the widest hatched box (client group or server "other") and its parent's path. */
   widestGroup() {
