@@ -50,9 +50,20 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def _register(app: Flask) -> None:
-    from server.api import health, ingest, labels, otlp, pyroscope_ingest, pyroscope_push, query, session, ui
+    from server.api import (
+        health,
+        ingest,
+        labels,
+        otlp,
+        pyroscope_ingest,
+        pyroscope_push,
+        query,
+        session,
+        targets,
+        ui,
+    )
 
-    for module in (health, ingest, labels, query, session, ui, pyroscope_push, pyroscope_ingest, otlp):
+    for module in (health, ingest, labels, query, session, ui, pyroscope_push, pyroscope_ingest, otlp, targets):
         app.register_blueprint(module.bp)
     gc_policy = heap.GcPolicy()
 

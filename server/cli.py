@@ -152,6 +152,41 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scrape(args: argparse.Namespace) -> int:
+    """Scrape Go net/http/pprof targets into the database until SIGINT/SIGTERM (one lease per deployment)."""
+    import signal
+    import threading
+    from pathlib import Path
+
+    from hotpath.cli import CommandError
+    from server import db
+    from server.config import database_url
+    from server.scrape import config as scrape_config
+    from server.scrape.runner import Scraper, lease
+    from server.storage import Storage
+
+    cfg = _config(args)
+    try:
+        targets = scrape_config.load(Path(args.scrape_config).read_text()) if args.scrape_config else []
+        targets += scrape_config.from_urls(args.target or [], float(args.interval))
+    except (OSError, scrape_config.ConfigError) as exc:
+        raise CommandError(f"scrape config: {exc}") from None
+    if not targets:
+        raise CommandError("nothing to scrape: give --scrape-config FILE or --target http://host:port")
+    engine = db.make_engine(database_url(cfg))
+    storage = Storage(engine, retention_days=cfg["RETENTION_DAYS"], rollup_grace_s=cfg["ROLLUP_GRACE_S"])
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    lock_path = str(Path(cfg["DATA_DIR"]) / "scrape.lock") if not db.is_postgres(engine) else None
+    with lease(engine, lock_path, wait=lambda: not stop.wait(5)) as held:
+        if held:
+            print(f"hotpath scrape: {len(targets)} target(s)", flush=True)
+            Scraper(storage, targets).run(stop)
+    engine.dispose()
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from server.up import run_up
 
@@ -196,6 +231,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _db_args(revoke)
     revoke.add_argument("token", metavar="ID|NAME", help="the token's id or name (see `hotpath token list`)")
     revoke.set_defaults(func=cmd_token_revoke)
+
+    p = subparsers.add_parser("scrape", help="scrape Go net/http/pprof endpoints into the database (run once "
+                              "per deployment: a second one waits as a standby)", formatter_class=fmt,
+                              epilog="examples:\n  hotpath scrape --scrape-config scrape.yml --db postgresql+psycopg://...\n"
+                                     "  hotpath scrape --target http://127.0.0.1:6060 --interval 10")
+    _db_args(p)
+    p.add_argument("--scrape-config", metavar="FILE", help="Prometheus-style scrape_configs (YAML)")
+    p.add_argument("--target", action="append", metavar="URL", help="http://host:port serving /debug/pprof (repeatable)")
+    p.add_argument("--interval", type=positive_int, default=15, metavar="SECONDS", help="for --target (default 15)")
+    p.set_defaults(func=cmd_scrape)
 
     p = subparsers.add_parser("up", help="server on SQLite + a local collector; prints the UI URL",
                               epilog="example:\n  sudo hotpath up            # then open the printed URL",

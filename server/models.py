@@ -165,3 +165,21 @@ sessions = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
 )
+
+# Pull scraping's health, one row per (job, instance, profile), written by the one scraper of a
+# deployment (server/scrape/runner.py) and read by `GET /api/v1/targets` in any worker.
+scrape_targets = Table(
+    "scrape_targets",
+    metadata,
+    Column("job", String(128), primary_key=True),
+    Column("instance", String(255), primary_key=True),
+    Column("profile", String(32), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("labels", Text, nullable=False),  # canonical JSON object
+    Column("last_scrape", BigInteger, nullable=False),  # unix seconds of the last attempt
+    Column("last_duration_ms", Integer, nullable=False),
+    Column("last_error", Text, nullable=True),  # None when the last attempt stored (or had nothing new)
+    Column("scrapes", BigInteger, nullable=False),
+    Column("failures", BigInteger, nullable=False),
+    Column("errors", Text, nullable=False),  # JSON {kind: count}: refused, timeout, not_pprof, too_large, ...
+)
