@@ -248,4 +248,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", metavar="DIR", help="data directory (default ~/.local/share/hotpath)")
     p.add_argument("--bind", default="127.0.0.1:4040", metavar="HOST:PORT", help="listen address")
     p.add_argument("--no-collector", action="store_true", help="serve only; do not start the local collector")
+    p.add_argument("--scrape", action="append", metavar="URL",
+                   help="also scrape this Go net/http/pprof server every 15 s (http://host:port; repeatable)")
     p.set_defaults(func=cmd_up)

@@ -108,6 +108,7 @@ def run_up(args: argparse.Namespace) -> int:
     server = subprocess.Popen([python, "-m", "hotpath", "server", "--data-dir", str(ddir), "--bind", args.bind],
                               start_new_session=True)
     collector: subprocess.Popen | None = None
+    scraper: subprocess.Popen | None = None
     try:
         if not _wait_healthy(base, server):
             _stop(server, "server")
@@ -123,6 +124,9 @@ def run_up(args: argparse.Namespace) -> int:
                 collector = None
         if blocker:
             print(f"hotpath up: local collector not started: {blocker}; serving stored data only", file=sys.stderr)
+        if args.scrape:  # one scraper process (not one per server worker), storing straight into the database
+            scraper = subprocess.Popen([python, "-m", "hotpath", "scrape", "--data-dir", str(ddir),
+                                        *(a for url in args.scrape for a in ("--target", url))], start_new_session=True)
         print(f"Hotpath UI: {base}/ui/#token={read_token}", flush=True)
         print(f"(data in {ddir}; Ctrl-C stops {'server and collector' if collector else 'the server'})", flush=True)
         while server.poll() is None:
@@ -136,6 +140,7 @@ def run_up(args: argparse.Namespace) -> int:
         return 0
     finally:
         _stop(collector, "collector")
+        _stop(scraper, "scraper")
         _stop(server, "server")
 
 

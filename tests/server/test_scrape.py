@@ -235,3 +235,43 @@ def test_config_errors_and_lease(storage: Storage, tmp_path: Path) -> None:
         assert first
         with lease(storage.engine, lock) as second:  # a second scraper of the deployment stands by
             assert not second
+
+
+def test_up_scrapes_a_target_given_on_its_command_line(go_server_bin: Path, tmp_path: Path) -> None:
+    import json
+    import os
+    import signal
+    import sys
+    import urllib.request
+
+    target, port = free_port(), free_port()
+    go = start(go_server_bin, target)
+    up = subprocess.Popen([sys.executable, "-m", "hotpath", "up", "--data-dir", str(tmp_path), "--bind",
+                           f"127.0.0.1:{port}", "--no-collector", "--scrape", f"http://127.0.0.1:{target}"],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                          env={**os.environ, "HOTPATH_LOG_LEVEL": "WARNING"})
+    try:
+        assert up.stdout is not None
+        line = ""
+        deadline = time.monotonic() + 60
+        while not line.startswith("Hotpath UI: ") and time.monotonic() < deadline and up.poll() is None:
+            line = up.stdout.readline()
+        token = line.split("#token=", 1)[1].strip()
+        seen: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/targets",
+                                         headers={"Authorization": f"Bearer {token}"})
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                seen = json.load(resp)["targets"]
+            if any(t["profile"] == "goroutine" and t["health"] == "up" for t in seen):
+                break
+            time.sleep(1)
+        assert any(t["instance"] == f"127.0.0.1:{target}" and t["profile"] == "goroutine" and t["health"] == "up"
+                   for t in seen), seen
+    finally:
+        up.send_signal(signal.SIGINT)
+        try:
+            up.wait(timeout=60)
+        finally:
+            up.kill()
+            go.kill()
