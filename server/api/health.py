@@ -30,4 +30,8 @@ def metrics() -> Response:
     st = state()
     if not st.config["METRICS_PUBLIC"] and not principal().allows("read"):
         raise ApiError(403, "/metrics needs a token with the `read` scope (or set METRICS_PUBLIC)")
-    return Response(st.metrics.render(), mimetype="text/plain; version=0.0.4")
+    from server.scrape import metrics as scrape_metrics
+    from server.scrape.runner import targets_health
+
+    body = st.metrics.render() + scrape_metrics.render(targets_health(st.storage.engine))
+    return Response(body, mimetype="text/plain; version=0.0.4")

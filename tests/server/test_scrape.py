@@ -202,6 +202,10 @@ scrape_configs:
     assert refused["failures"] >= 5 and refused["errors"].get("refused", 0) >= 5 and refused["health"] == "down"
     junk = health[(f"127.0.0.1:{garbage.server_port}", "goroutine")]
     assert junk["errors"].get("not_pprof", 0) >= 5 and "not a pprof" in junk["last_error"]
+    metrics = client.get("/metrics", headers=bearer(tokens["read"])).get_data(as_text=True)
+    assert f'hotpath_scrape_target_up{{instance="127.0.0.1:{dead}",job="broken",profile="memory"}} 0.0' in metrics
+    assert f'hotpath_scrape_target_up{{instance="127.0.0.1:{port}",job="goapp",profile="memory"}} 1.0' in metrics
+    assert 'kind="refused"' in metrics and 'kind="not_pprof"' in metrics
     api = client.get("/api/v1/targets", headers=bearer(tokens["read"])).get_json()["targets"]
     assert {(t["instance"], t["health"]) for t in api} >= {(f"127.0.0.1:{dead}", "down"), (f"127.0.0.1:{port}", "up")}
 
