@@ -50,7 +50,7 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 stamp=.venv/.hotpath-installed
-want=$(cat pyproject.toml setup.py profiler/*.c | sha256sum | cut -d' ' -f1)  # the C scanner is built by pip
+want=$(cat pyproject.toml setup.py profiler/*.c server/protocols/*.c | sha256sum | cut -d' ' -f1)  # the C scanner is built by pip
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   log "pip install -e .[test]"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null

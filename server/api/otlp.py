@@ -75,7 +75,7 @@ def export() -> tuple[Response, int]:
                        "application/x-protobuf or application/json", "bad_content_type")
     body, compressed = request_body(cfg)
     try:
-        converted = convert(decode_request(body, codec))
+        converted = convert(decode_request(body, codec), body if codec == "proto" else None)
     except ProtocolError as exc:
         raise ApiError(400, str(exc), "bad_request") from None
     ready = []

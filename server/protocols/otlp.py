@@ -29,7 +29,8 @@ from opentelemetry.proto.profiles.v1development import profiles_pb2 as pb
 
 from profiler.model import Labels, ProfileTable, Stacks, ValueType, make_labels
 from profiler.types import as_cpu_columns
-from server.protocols import ProtocolError, label_name
+from server.protocols import ProtocolError, label_name, otlp_columns
+from server.protocols.otlp_columns import Columns
 from server.protocols.otlp_dictionary import Dictionary, Unreadable
 
 # The v1development numbering this decoder is written for (opentelemetry-proto 1.45.x). Builds from
@@ -118,10 +119,11 @@ def _group_key(d: Dictionary, p: pb.Profile) -> tuple:  # type: ignore[type-arg]
     return (p.time_unix_nano, p.duration_nano, period_type, p.period, tuple(sorted(p.attribute_indices)))
 
 
-def _groups(d: Dictionary, profiles: list[pb.Profile], out: Converted) -> list[list[pb.Profile]]:
-    """Profiles that are columns of one profile (same time, duration, period, attributes; distinct types)."""
-    groups: list[tuple[tuple, list[pb.Profile], set[ValueType]]] = []  # type: ignore[type-arg]
-    for p in profiles:
+def _groups(d: Dictionary, profiles: list[tuple[int, pb.Profile]], out: Converted) -> list[list[tuple[int, pb.Profile]]]:
+    """Profiles (with their request ordinal) that are columns of one profile (same time, duration,
+    period, attributes; distinct types)."""
+    groups: list[tuple[tuple, list[tuple[int, pb.Profile]], set[ValueType]]] = []  # type: ignore[type-arg]
+    for k, p in profiles:
         try:
             key, vt = _group_key(d, p), _value_type(d, p.sample_type)
         except Unreadable as exc:
@@ -130,15 +132,38 @@ def _groups(d: Dictionary, profiles: list[pb.Profile], out: Converted) -> list[l
             continue
         for gkey, members, types in groups:
             if gkey == key and vt not in types:
-                members.append(p)
+                members.append((k, p))
                 types.add(vt)
                 break
         else:
-            groups.append((key, [p], {vt}))
+            groups.append((key, [(k, p)], {vt}))
     return [members for _, members, _ in groups]
 
 
-def _table(d: Dictionary, group: list[pb.Profile]) -> tuple[ProfileTable, dict[str, str]]:
+class _Samples:
+    """The request's sample columns, sliced per Profile (its samples are contiguous, in order)."""
+
+    def __init__(self, cols: Columns) -> None:
+        self.cols = cols
+        self.value_end = np.cumsum(cols.smp_nvalues)
+        self.attr_start = (np.cumsum(cols.smp_nattrs) - cols.smp_nattrs).tolist()
+        self.attrs = cols.smp_attrs.tolist()
+        # Prefix sums: they may wrap, but a difference is exact whenever the sample's own sum fits int64.
+        self.value_sums = np.concatenate(([0], np.cumsum(cols.smp_values)))
+
+    def of(self, ordinal: int) -> tuple[slice, np.ndarray]:
+        """The rows of Profile `ordinal` and each one's value (-1: none, -2: values/timestamps mismatch)."""
+        prof = self.cols.smp_profile
+        rows = slice(int(np.searchsorted(prof, ordinal, "left")), int(np.searchsorted(prof, ordinal, "right")))
+        nv, ns = self.cols.smp_nvalues[rows], self.cols.smp_nstamps[rows]
+        end = self.value_end[rows]
+        values = self.value_sums[end] - self.value_sums[end - nv]
+        values = np.where(nv > 0, values, ns)
+        values = np.where((nv == 0) & (ns == 0), -1, values)
+        return rows, np.where((nv > 0) & (ns > 0) & (nv != ns), -2, values)
+
+
+def _table(d: Dictionary, samples: _Samples, group: list[tuple[int, pb.Profile]]) -> tuple[ProfileTable, dict[str, str]]:
     rows: dict[tuple, int] = {}  # type: ignore[type-arg]
     row_stacks: list[int] = []
     labels = []
@@ -146,22 +171,27 @@ def _table(d: Dictionary, group: list[pb.Profile]) -> tuple[ProfileTable, dict[s
     cell_cols: list[int] = []
     cell_values: list[int] = []
     label_sets: dict[tuple[int, ...], Labels] = {(): ()}
-    for col, p in enumerate(group):
-        samples = list(p.samples)
+    cols = samples.cols
+    for col, (ordinal, p) in enumerate(group):
         # A sender writes one layout: fields unknown to this build show on its first sample.
-        if samples and UnknownFieldSet(samples[0]):
+        if len(p.samples) and UnknownFieldSet(p.samples[0]):
             raise Unreadable("a sample has fields this server does not know" + OLD_LAYOUT_HINT)
-        for s in samples:
-            vals, stamps = s.values, s.timestamps_unix_nano
-            if vals:
-                if stamps and len(vals) != len(stamps):
-                    raise Unreadable(f"a sample has {len(vals)} values but {len(stamps)} timestamps")
-                value = sum(vals)
-            elif stamps:
-                value = len(stamps)
-            else:
-                raise Unreadable("a sample has neither values nor timestamps" + OLD_LAYOUT_HINT)
-            attr_ids = tuple(sorted(s.attribute_indices))
+        span, values = samples.of(ordinal)
+        # (-1, -2 flag unreadable samples; a real value of -1 is told apart by its counts below)
+        stacks = cols.smp_stack[span].tolist()
+        nattrs = cols.smp_nattrs[span].tolist()
+        attr_start = samples.attr_start[span]
+        value_list = values.tolist()
+        for i, value in enumerate(value_list):
+            if value < 0 and value in (-1, -2):
+                j = span.start + i
+                nv, ns = int(cols.smp_nvalues[j]), int(cols.smp_nstamps[j])
+                if nv and ns and nv != ns:
+                    raise Unreadable(f"a sample has {nv} values but {ns} timestamps")
+                if not nv and not ns:
+                    raise Unreadable("a sample has neither values nor timestamps" + OLD_LAYOUT_HINT)
+            a0 = attr_start[i]
+            attr_ids = tuple(sorted(samples.attrs[a0:a0 + nattrs[i]]))
             sample_labels = label_sets.get(attr_ids)
             if sample_labels is None:
                 try:
@@ -170,7 +200,7 @@ def _table(d: Dictionary, group: list[pb.Profile]) -> tuple[ProfileTable, dict[s
                     raise Unreadable(str(exc) + OLD_LAYOUT_HINT) from None
                 sample_labels = label_sets[attr_ids] = make_labels(
                     (SAMPLE_LABELS.get(k) or label_name(k), v) for k, v in attrs)
-            ident = (s.stack_index, attr_ids)
+            ident = (stacks[i], attr_ids)
             row = rows.get(ident)
             if row is None:
                 row = rows[ident] = len(row_stacks)
@@ -197,9 +227,9 @@ def _table(d: Dictionary, group: list[pb.Profile]) -> tuple[ProfileTable, dict[s
     used = np.unique(flat)
     renumber = np.zeros(len(d.frames), dtype=np.int64)
     renumber[used] = np.arange(used.size)
-    first = group[0]
+    first = group[0][1]
     table = ProfileTable(
-        sample_types=tuple(_value_type(d, p.sample_type) for p in group),
+        sample_types=tuple(_value_type(d, p.sample_type) for _, p in group),
         frames=list(map(d.frames.__getitem__, used.tolist())), stacks=Stacks(renumber[flat], depths),
         values=values, labels=labels,
         period_type=_value_type(d, first.period_type) if first.HasField("period_type") else None,
@@ -217,23 +247,31 @@ def _resource_labels(d: Dictionary, attributes) -> dict[str, str]:  # type: igno
     return out
 
 
-def convert(req: svc.ExportProfilesServiceRequest) -> Converted:
-    """Every readable Profile group as a Batch; unreadable Profiles counted and explained."""
+def convert(req: svc.ExportProfilesServiceRequest, raw: bytes | None = None) -> Converted:
+    """Every readable Profile group as a Batch; unreadable Profiles counted and explained.
+    `raw`: the protobuf bytes `req` was parsed from, when it was, for the fast column reader."""
     out = Converted()
-    d = Dictionary(req.dictionary)
+    cols = otlp_columns.read(req, raw)
+    d = Dictionary(req.dictionary, cols)
+    samples = _Samples(cols)
+    ordinal = 0
     if UnknownFieldSet(req) or UnknownFieldSet(req.dictionary):
         out.errors.append("the request has fields this server does not know" + OLD_LAYOUT_HINT)
     for rp in req.resource_profiles:
         try:
             resource = _resource_labels(d, rp.resource.attributes)
         except Unreadable as exc:
-            out.rejected += sum(len(sp.profiles) for sp in rp.scope_profiles)
+            n = sum(len(sp.profiles) for sp in rp.scope_profiles)
+            out.rejected += n
+            ordinal += n
             out.errors.append(f"resource: {exc}")
             continue
         for sp in rp.scope_profiles:
-            for group in _groups(d, list(sp.profiles), out):
+            profiles = list(enumerate(sp.profiles, ordinal))
+            ordinal += len(profiles)
+            for group in _groups(d, profiles, out):
                 try:
-                    table, own = _table(d, group)
+                    table, own = _table(d, samples, group)
                 except Unreadable as exc:
                     out.rejected += len(group)
                     out.errors.append(str(exc))

@@ -1,6 +1,7 @@
 """The shared `ProfilesDictionary` of an OTLP profiles request, resolved for server/protocols/otlp.py:
 strings, attributes, functions, mappings and locations each once, and every stack as frame ids
-(root first) with numpy, every index checked against its table."""
+(root first) with numpy, every index checked against its table. Locations, functions and stacks are
+read from their columns (otlp_columns), the small tables from the generated classes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from google.protobuf import json_format
 from opentelemetry.proto.profiles.v1development import profiles_pb2 as pb
 
 from profiler.model import Frame, FrameKind
+from server.protocols.otlp_columns import Columns
 
 FRAME_KINDS = {"kernel": FrameKind.KERNEL, "native": FrameKind.NATIVE}
 FRAME_TYPE_ATTR = "profile.frame.type"
@@ -37,12 +39,23 @@ def _frame(name: str, binary: str, kind: FrameKind, address: int, filename: str,
 class Dictionary:
     """The request's shared tables, resolved lazily (each entry once) and checked index by index."""
 
-    def __init__(self, d: pb.ProfilesDictionary) -> None:
+    def __init__(self, d: pb.ProfilesDictionary, cols: Columns) -> None:
         self.d = d
+        self.cols = cols
         self.strings = list(d.string_table)
-        # Python lists once: indexing a upb repeated field builds a wrapper on every access.
-        self.location_table = list(d.location_table)
-        self.stack_table = list(d.stack_table)
+        # Plain lists once: element access on numpy arrays is slower than on lists.
+        self.n_locations = cols.loc_mapping.size
+        self.loc_mapping = cols.loc_mapping.tolist()
+        self.loc_address = cols.loc_address.tolist()
+        self.loc_nlines = cols.loc_nlines.tolist()
+        self.loc_line_start = (np.cumsum(cols.loc_nlines) - cols.loc_nlines).tolist()
+        self.line_function = cols.line_function.tolist()
+        self.line_line = cols.line_line.tolist()
+        self.loc_nattrs = cols.loc_nattrs.tolist()
+        self.loc_attr_start = (np.cumsum(cols.loc_nattrs) - cols.loc_nattrs).tolist()
+        self.loc_attrs = cols.loc_attrs.tolist()
+        self.fn_name = cols.fn_name.tolist()
+        self.fn_filename = cols.fn_filename.tolist()
         self.frames: list[Frame] = []
         self._frame_ids: dict[tuple[str, str, str], int] = {}
         self._locations: dict[int, tuple[int, ...]] = {}
@@ -81,11 +94,10 @@ class Dictionary:
     def function(self, i: int) -> tuple[str, str]:
         hit = self._functions.get(i)
         if hit is None:
-            if not 0 <= i < len(self.d.function_table):
+            if not 0 <= i < len(self.fn_name):
                 raise Unreadable(f"function index {i} is outside function_table")
-            fn = self.d.function_table[i]
-            hit = self._functions[i] = (self.string(fn.name_strindex, "function name") or "?",
-                                        self.string(fn.filename_strindex, "file name"))
+            hit = self._functions[i] = (self.string(self.fn_name[i], "function name") or "?",
+                                        self.string(self.fn_filename[i], "file name"))
         return hit
 
     def mapping(self, i: int) -> tuple[str, FrameKind]:
@@ -103,24 +115,24 @@ class Dictionary:
         hit = self._locations.get(i)
         if hit is not None:
             return hit
-        if not 0 <= i < len(self.location_table):
-            raise Unreadable(f"location index {i} is outside location_table ({len(self.location_table)} entries)")
-        loc = self.location_table[i]
-        binary, kind = self.mapping(loc.mapping_index)
-        for a in loc.attribute_indices:
+        if not 0 <= i < self.n_locations:
+            raise Unreadable(f"location index {i} is outside location_table ({self.n_locations} entries)")
+        binary, kind = self.mapping(self.loc_mapping[i])
+        a0 = self.loc_attr_start[i]
+        for a in self.loc_attrs[a0:a0 + self.loc_nattrs[i]]:
             key, value = self.attribute(a)
             if key == FRAME_TYPE_ATTR:
                 kind = FRAME_KINDS.get(value, FrameKind.INTERPRETED)
-        address = loc.address
-        lines = list(loc.lines)
-        if not lines:  # unsymbolized: the address, as the pprof codec shows it
+        address = self.loc_address[i]
+        l0, nlines = self.loc_line_start[i], self.loc_nlines[i]
+        if not nlines:  # unsymbolized: the address, as the pprof codec shows it
             hit = self._locations[i] = (self._frame_id(f"{binary}+0x{address:x}" if binary else f"0x{address:x}",
                                                        binary, kind, address, "", 0),)
             return hit
         ids = []
-        for line in reversed(lines):
-            name, filename = self.function(line.function_index)
-            ids.append(self._frame_id(name, binary, kind, address, filename, line.line))
+        for k in range(l0 + nlines - 1, l0 - 1, -1):
+            name, filename = self.function(self.line_function[k])
+            ids.append(self._frame_id(name, binary, kind, address, filename, self.line_line[k]))
         hit = self._locations[i] = tuple(ids)
         return hit
 
@@ -140,7 +152,7 @@ class Dictionary:
             return self._stack_frames
         bad_locations: dict[int, str] = {}
         per_location = []
-        for i in range(len(self.location_table)):
+        for i in range(self.n_locations):
             try:
                 per_location.append(self.location(i))
             except Unreadable as exc:
@@ -151,10 +163,9 @@ class Dictionary:
         loc_len = np.fromiter(map(len, per_location), np.int64, len(per_location))
         loc_start = np.cumsum(loc_len) - loc_len
         loc_flat = np.fromiter(chain.from_iterable(per_location), np.int64, int(loc_len.sum()))
-        stacks = self.stack_table
-        st_len = np.fromiter((len(st.location_indices) for st in stacks), np.int64, len(stacks))
-        st_flat = np.fromiter(chain.from_iterable(st.location_indices for st in stacks), np.int64, int(st_len.sum()))
-        seg = np.repeat(np.arange(len(stacks)), st_len)
+        st_len, st_flat = self.cols.stack_len, self.cols.stack_locations
+        n_stacks = st_len.size
+        seg = np.repeat(np.arange(n_stacks), st_len)
         invalid = (st_flat < 0) | (st_flat >= n_locations)
         if bad_locations:
             invalid |= np.isin(st_flat, list(bad_locations))
@@ -170,6 +181,6 @@ class Dictionary:
         counts = loc_len[locs]
         frame_pos = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
         flat = loc_flat[np.repeat(loc_start[locs], counts) + frame_pos]
-        depth = np.bincount(seg, weights=counts, minlength=len(stacks)).astype(np.int64)
+        depth = np.bincount(seg, weights=counts, minlength=n_stacks).astype(np.int64)
         self._stack_frames = (flat, np.cumsum(depth) - depth, depth, bad)
         return self._stack_frames
