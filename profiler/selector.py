@@ -22,7 +22,12 @@ from profiler.errors import SelectorError
 MAX_LENGTH = 4096
 MAX_MATCHERS = 64
 OPS = ("=", "!=", "=~", "!~")
-_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")  # a profile type
+# The one rule for label names, used by ingest (every protocol), the label APIs and this parser: what
+# ingest stores must be selectable. Dots are allowed because OpenTelemetry-style keys
+# (`k8s.namespace.name`) arrive on the native /api/v1/ingest as they are.
+LABEL_NAME_CHARS = "[A-Za-z_][A-Za-z0-9_.]*"
+LABEL_NAME = re.compile(LABEL_NAME_CHARS)
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
 _OPS_EXPECTED = "one of '=', '!=', '=~', '!~'"
 REGEX_MAX_MEM = 8 << 20  # RE2's compile budget per pattern: a bigger program is refused, not built
@@ -149,8 +154,8 @@ class _Parser:
     def peek(self) -> str:
         return self.text[self.pos] if self.pos < len(self.text) else ""
 
-    def name(self, expected: str) -> str:
-        m = _NAME.match(self.text, self.pos)
+    def name(self, expected: str, pattern: re.Pattern[str] = _NAME) -> str:
+        m = pattern.match(self.text, self.pos)
         if not m:
             got = repr(self.peek()) if self.peek() else "end of input"
             raise self.fail(f"unexpected {got}", expected)
@@ -220,7 +225,7 @@ def parse_selector(text: str) -> Selector:
                 break
             if len(matchers) >= MAX_MATCHERS:
                 raise p.fail(f"more than {MAX_MATCHERS} matchers", "'}'")
-            name = p.name("a label name or '}'")
+            name = p.name("a label name or '}'", LABEL_NAME)
             p.skip_ws()
             op = p.op()
             p.skip_ws()

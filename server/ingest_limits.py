@@ -15,10 +15,11 @@ from typing import IO, Any
 
 from profiler.gunzip import GzipError, GzipTooLarge, gunzip
 from profiler.model import Frame, Labels, ProfileTable
+from profiler.selector import LABEL_NAME_CHARS
 from server.api.common import ApiError
 from server.models import sample_labels, series
 
-LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+LABEL_NAME = re.compile(f"^{LABEL_NAME_CHARS}$")  # the selector's rule (profiler/selector.py)
 MAX_KEY_LEN = 256
 RESERVED_PARAMS = frozenset({"type", "sample_rate", "name", "format"})
 _CHUNK = 64 * 1024
@@ -84,7 +85,7 @@ def check_label(name: str, value: str, config: Mapping[str, Any], where: str) ->
         raise ApiError(400, f"{where} label name of {len(name)} characters exceeds {config['MAX_LABEL_NAME_LEN']}",
                        "label_too_long")
     if not LABEL_NAME.match(name):
-        raise ApiError(400, f"{where} label name {name[:64]!r} is invalid: use [A-Za-z_][A-Za-z0-9_.]*", "bad_label")
+        raise ApiError(400, f"{where} label name {name[:64]!r} is invalid: use {LABEL_NAME_CHARS}", "bad_label")
     if len(value) > config["MAX_LABEL_VALUE_LEN"]:
         raise ApiError(400, f"{where} label {name!r} value of {len(value)} characters exceeds "
                        f"{config['MAX_LABEL_VALUE_LEN']}", "label_too_long")

@@ -5,9 +5,9 @@ import { fetchJSON } from "./api.js";
 
 /** What the text before the caret is asking for: {kind: "value", name, head} | {kind: "name", head} | null. */
 export function completionContext(text) {
-  const v = /([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)$/.exec(text);
+  const v = /([A-Za-z_][A-Za-z0-9_.]*)\s*(=~|!~|!=|=)\s*"([^"]*)$/.exec(text);
   if (v) return { kind: "value", name: v[1], head: text.slice(0, text.length - v[3].length) };
-  const n = /(^|[{,])\s*([A-Za-z_][A-Za-z0-9_]*)?$/.exec(text);
+  const n = /(^|[{,])\s*([A-Za-z_][A-Za-z0-9_.]*)?$/.exec(text);
   if (n) {
     const head = text.slice(0, text.length - (n[2] || "").length);
     return { kind: "name", head: head === "" ? "{" : head };

@@ -13,6 +13,7 @@ class ProtocolError(ValueError):
 
 def label_name(key: str) -> str:
     """A foreign label or attribute key as a Hotpath label name: dots become underscores
-    (`k8s.pod.name` -> `k8s_pod_name`), as Prometheus names OTel attributes, because the query
-    selector's label names are `[A-Za-z_][A-Za-z0-9_]*`."""
+    (`k8s.pod.name` -> `k8s_pod_name`), as Prometheus names OTel attributes, so series from the
+    Pyroscope and OTel SDKs keep the names their users query them by elsewhere. (Dotted names are
+    valid too -- profiler/selector.LABEL_NAME_CHARS -- and native ingest stores them as sent.)"""
     return key.replace(".", "_")
