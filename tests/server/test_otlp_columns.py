@@ -5,13 +5,17 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
+import pytest
 from opentelemetry.proto.collector.profiles.v1development import profiles_service_pb2 as svc
+from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.profiles.v1development import profiles_pb2 as otlp
 
 from profiler import pprof
 from server.protocols import otlp_columns
 from server.protocols.otlp import convert
+from server.protocols.otlp_dictionary import Dictionary
 from tests.server.helpers import cpu_profile
 from tests.server.otlp_convert import pprof_to_otlp
 
@@ -52,13 +56,51 @@ def _odd() -> svc.ExportProfilesServiceRequest:
     return req
 
 
+def _typed() -> svc.ExportProfilesServiceRequest:
+    """Every index valid: kernel and native mappings, unsymbolized addresses, frame-type attributes
+    (the last one wins), inlined lines, an empty function name, a string stored twice."""
+    req = svc.ExportProfilesServiceRequest()
+    d = req.dictionary
+    d.string_table.extend(["", "cpu", "ns", "main", "a.py", "[kernel.kallsyms]", "/bin/app",
+                           "profile.frame.type", "python", "kernel", "main", "?"])
+    d.mapping_table.add()
+    d.mapping_table.add(filename_strindex=5)
+    d.mapping_table.add(filename_strindex=6)
+    d.attribute_table.add()
+    d.attribute_table.add(key_strindex=7, value=common_pb2.AnyValue(string_value="python"))
+    d.attribute_table.add(key_strindex=7, value=common_pb2.AnyValue(string_value="kernel"))
+    d.attribute_table.add(key_strindex=1, value=common_pb2.AnyValue(string_value="x"))
+    d.function_table.add()
+    d.function_table.add(name_strindex=3, filename_strindex=4)
+    d.function_table.add(name_strindex=10, filename_strindex=6)  # "main" again, another string
+    d.function_table.add(name_strindex=0)  # no name: "?", like the string "?"
+    d.function_table.add(name_strindex=11)
+    d.location_table.add(mapping_index=2, address=0x10, lines=[otlp.Line(function_index=1, line=3)])
+    d.location_table.add(mapping_index=2, address=0x20, lines=[otlp.Line(function_index=2, line=4),
+                                                               otlp.Line(function_index=3)])
+    d.location_table.add(mapping_index=1, address=0xffff)  # kernel, unsymbolized
+    d.location_table.add(mapping_index=2, address=0x30)  # native, unsymbolized
+    d.location_table.add(address=0x40)  # no mapping, unsymbolized
+    d.location_table.add(mapping_index=2, lines=[otlp.Line(function_index=1)], attribute_indices=[1, 3])
+    d.location_table.add(mapping_index=2, lines=[otlp.Line(function_index=4)], attribute_indices=[1, 2])
+    d.location_table.add(mapping_index=1, lines=[otlp.Line(function_index=1, line=9)])
+    d.stack_table.add()
+    d.stack_table.add(location_indices=[1, 0])
+    d.stack_table.add(location_indices=[2, 3, 4, 5, 6, 7, 0])
+    p = req.resource_profiles.add().scope_profiles.add().profiles.add(
+        sample_type=otlp.ValueType(type_strindex=1, unit_strindex=2))
+    p.samples.add(stack_index=1, values=[3])
+    p.samples.add(stack_index=2, values=[4], attribute_indices=[3])
+    return req
+
+
 def _columns(req: svc.ExportProfilesServiceRequest) -> tuple[otlp_columns.Columns | None, otlp_columns.Columns]:
     raw = req.SerializeToString()
     return otlp_columns.scan(raw), otlp_columns.from_messages(svc.ExportProfilesServiceRequest.FromString(raw))
 
 
 def test_scan_equals_the_generated_classes() -> None:
-    for req in (_fleet_like(), _odd(), svc.ExportProfilesServiceRequest()):
+    for req in (_fleet_like(), _odd(), _typed(), svc.ExportProfilesServiceRequest()):
         fast, reference = _columns(req)
         assert fast is not None and fast == reference
     fast, _ = _columns(_odd())
@@ -94,13 +136,31 @@ def test_anything_unusual_is_left_to_the_generated_classes() -> None:
     assert otlp_columns.scan(group) is None
 
 
-def test_convert_is_the_same_with_either_reader() -> None:
-    for req in (_fleet_like(), _odd()):
+def _frames(out: Any) -> list[list[tuple[str, str, str, int, str, int]]]:
+    return [[(f.function, f.binary, f.kind.value, f.address, f.filename, f.line) for f in b.table.frames]
+            for b in out.batches]
+
+
+def test_convert_is_the_same_with_either_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C columns and whole-table location resolution against the generated classes and
+    location-by-location resolution (the decoder of record): same tables, same frames, same order."""
+    for req in (_fleet_like(), _odd(), _typed()):
         raw = req.SerializeToString()
-        fast, slow = convert(req, raw), convert(req)
+        fast = convert(req, raw)
+        with monkeypatch.context() as m:
+            m.setattr(Dictionary, "_all_locations", lambda self: None)
+            slow = convert(req)
+        assert _frames(fast) == _frames(slow)
         assert (fast.rejected, fast.errors) == (slow.rejected, slow.errors)
         assert len(fast.batches) == len(slow.batches)
         for a, b in zip(fast.batches, slow.batches):
             assert a.labels == b.labels and a.table.to_profile() == b.table.to_profile()
+    typed = convert(_typed(), _typed().SerializeToString())
+    assert typed.rejected == 0, typed.errors
+    kinds = {(f.function, f.binary, f.kind.value) for f in typed.batches[0].table.frames}
+    assert kinds == {("main", "/bin/app", "native"), ("main", "/bin/app", "interpreted"), ("?", "/bin/app", "native"),
+                     ("?", "/bin/app", "kernel"), ("[kernel.kallsyms]+0xffff", "[kernel.kallsyms]", "kernel"),
+                     ("/bin/app+0x30", "/bin/app", "native"), ("0x40", "", "unknown"),
+                     ("main", "[kernel.kallsyms]", "kernel")}
     out = convert(_fleet_like(), _fleet_like().SerializeToString())
     assert out.rejected == 0 and len(out.batches) == 1 and out.batches[0].table.values.shape[0] == 200
