@@ -146,72 +146,88 @@ class _Samples:
     def __init__(self, cols: Columns) -> None:
         self.cols = cols
         self.value_end = np.cumsum(cols.smp_nvalues)
-        self.attr_start = (np.cumsum(cols.smp_nattrs) - cols.smp_nattrs).tolist()
-        self.attrs = cols.smp_attrs.tolist()
+        self.attr_start = np.cumsum(cols.smp_nattrs) - cols.smp_nattrs
         # Prefix sums: they may wrap, but a difference is exact whenever the sample's own sum fits int64.
         self.value_sums = np.concatenate(([0], np.cumsum(cols.smp_values)))
 
-    def of(self, ordinal: int) -> tuple[slice, np.ndarray]:
-        """The rows of Profile `ordinal` and each one's value (-1: none, -2: values/timestamps mismatch)."""
-        prof = self.cols.smp_profile
-        rows = slice(int(np.searchsorted(prof, ordinal, "left")), int(np.searchsorted(prof, ordinal, "right")))
-        nv, ns = self.cols.smp_nvalues[rows], self.cols.smp_nstamps[rows]
+    def of(self, ordinal: int) -> tuple[slice, np.ndarray, int | None]:
+        """Profile `ordinal`'s rows, each one's value (the sum of its values, else its count of
+        timestamps), and the first row whose value cannot be read (None when all can)."""
+        c = self.cols
+        rows = slice(int(np.searchsorted(c.smp_profile, ordinal, "left")),
+                     int(np.searchsorted(c.smp_profile, ordinal, "right")))
+        nv, ns = c.smp_nvalues[rows], c.smp_nstamps[rows]
         end = self.value_end[rows]
-        values = self.value_sums[end] - self.value_sums[end - nv]
-        values = np.where(nv > 0, values, ns)
-        values = np.where((nv == 0) & (ns == 0), -1, values)
-        return rows, np.where((nv > 0) & (ns > 0) & (nv != ns), -2, values)
+        values = np.where(nv > 0, self.value_sums[end] - self.value_sums[end - nv], ns)
+        bad = np.flatnonzero(((nv == 0) & (ns == 0)) | ((nv > 0) & (ns > 0) & (nv != ns)))
+        return rows, values, rows.start + int(bad[0]) if bad.size else None
+
+    def value_error(self, j: int) -> Unreadable:
+        nv, ns = int(self.cols.smp_nvalues[j]), int(self.cols.smp_nstamps[j])
+        if nv and ns:
+            return Unreadable(f"a sample has {nv} values but {ns} timestamps")
+        return Unreadable("a sample has neither values nor timestamps" + OLD_LAYOUT_HINT)
+
+    def idents(self, spans: list[slice]) -> tuple[np.ndarray, list[tuple[int, tuple[int, ...]]]]:
+        """Each row's identity (stack, sorted attribute ids), rows of `spans` in order, as an index
+        into the distinct ones listed in first-seen order: with numpy when every row has as many
+        attributes (the usual case), else row by row."""
+        c = self.cols
+        nattrs = np.concatenate([c.smp_nattrs[r] for r in spans])
+        if not nattrs.size:
+            return np.zeros(0, np.int64), []
+        k = int(nattrs[0])
+        if (nattrs == k).all():
+            keys = np.concatenate([np.column_stack([c.smp_stack[r], np.sort(
+                c.smp_attrs[int(self.attr_start[r.start]):int(self.attr_start[r.start]) + (r.stop - r.start) * k]
+                .reshape(-1, k), axis=1)]) for r in spans])
+            _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+            order = np.argsort(first, kind="stable")
+            rank = np.empty(order.size, np.int64)
+            rank[order] = np.arange(order.size)
+            return rank[inverse.reshape(-1)], [(r[0], tuple(r[1:])) for r in keys[first[order]].tolist()]
+        seen: dict[tuple[int, tuple[int, ...]], int] = {}
+        attrs = c.smp_attrs.tolist()
+        which = [seen.setdefault((stack, tuple(sorted(attrs[a0:a0 + na]))), len(seen))
+                 for r in spans for stack, a0, na in
+                 zip(c.smp_stack[r].tolist(), self.attr_start[r].tolist(), c.smp_nattrs[r].tolist())]
+        return np.array(which, np.int64), list(seen)
 
 
 def _table(d: Dictionary, samples: _Samples, group: list[tuple[int, pb.Profile]]) -> tuple[ProfileTable, dict[str, str]]:
-    rows: dict[tuple, int] = {}  # type: ignore[type-arg]
-    row_stacks: list[int] = []
-    labels = []
-    cell_rows: list[int] = []
-    cell_cols: list[int] = []
-    cell_values: list[int] = []
-    label_sets: dict[tuple[int, ...], Labels] = {(): ()}
-    cols = samples.cols
-    for col, (ordinal, p) in enumerate(group):
+    """One table whose columns are the group's Profiles, a row per distinct (stack, attributes)."""
+    spans: list[slice] = []
+    col_values: list[np.ndarray] = []
+    bad = None
+    for ordinal, p in group:
         # A sender writes one layout: fields unknown to this build show on its first sample.
         if len(p.samples) and UnknownFieldSet(p.samples[0]):
             raise Unreadable("a sample has fields this server does not know" + OLD_LAYOUT_HINT)
-        span, values = samples.of(ordinal)
-        # (-1, -2 flag unreadable samples; a real value of -1 is told apart by its counts below)
-        stacks = cols.smp_stack[span].tolist()
-        nattrs = cols.smp_nattrs[span].tolist()
-        attr_start = samples.attr_start[span]
-        value_list = values.tolist()
-        for i, value in enumerate(value_list):
-            if value < 0 and value in (-1, -2):
-                j = span.start + i
-                nv, ns = int(cols.smp_nvalues[j]), int(cols.smp_nstamps[j])
-                if nv and ns and nv != ns:
-                    raise Unreadable(f"a sample has {nv} values but {ns} timestamps")
-                if not nv and not ns:
-                    raise Unreadable("a sample has neither values nor timestamps" + OLD_LAYOUT_HINT)
-            a0 = attr_start[i]
-            attr_ids = tuple(sorted(samples.attrs[a0:a0 + nattrs[i]]))
-            sample_labels = label_sets.get(attr_ids)
-            if sample_labels is None:
-                try:
-                    attrs = [d.attribute(a) for a in attr_ids]
-                except Unreadable as exc:
-                    raise Unreadable(str(exc) + OLD_LAYOUT_HINT) from None
-                sample_labels = label_sets[attr_ids] = make_labels(
-                    (SAMPLE_LABELS.get(k) or label_name(k), v) for k, v in attrs)
-            ident = (stacks[i], attr_ids)
-            row = rows.get(ident)
-            if row is None:
-                row = rows[ident] = len(row_stacks)
-                row_stacks.append(ident[0])
-                labels.append(sample_labels)
-            cell_rows.append(row)
-            cell_cols.append(col)
-            cell_values.append(value)
+        span, vals, bad = samples.of(ordinal)
+        if bad is not None:  # the samples before it are still read: their errors come first, as in order
+            spans.append(slice(span.start, bad))
+            break
+        spans.append(span)
+        col_values.append(vals)
+    which, distinct = samples.idents(spans)
+    label_sets: dict[tuple[int, ...], Labels] = {(): ()}
+    labels = []
+    for _, attr_ids in distinct:
+        sample_labels = label_sets.get(attr_ids)
+        if sample_labels is None:
+            try:
+                attrs = [d.attribute(a) for a in attr_ids]
+            except Unreadable as exc:
+                raise Unreadable(str(exc) + OLD_LAYOUT_HINT) from None
+            sample_labels = label_sets[attr_ids] = make_labels(
+                (SAMPLE_LABELS.get(k) or label_name(k), v) for k, v in attrs)
+        labels.append(sample_labels)
+    if bad is not None:
+        raise samples.value_error(bad)
+    row_stacks = [stack for stack, _ in distinct]
     values = np.zeros((len(row_stacks), len(group)), dtype=np.int64)
-    np.add.at(values, (np.array(cell_rows, np.int64), np.array(cell_cols, np.int64)),
-              np.array(cell_values, np.int64))
+    cols = np.repeat(np.arange(len(spans)), [r.stop - r.start for r in spans])
+    np.add.at(values, (which, cols), np.concatenate(col_values))
     all_flat, all_start, all_depth, bad = d.stack_frames()
     picked = np.array(row_stacks, np.int64)
     if picked.size and (picked.min() < 0 or picked.max() >= all_depth.size):
@@ -224,7 +240,7 @@ def _table(d: Dictionary, samples: _Samples, group: list[tuple[int, pb.Profile]]
     frame_pos = np.arange(int(depths.sum())) - np.repeat(np.cumsum(depths) - depths, depths)
     flat = all_flat[np.repeat(all_start[picked], depths) + frame_pos]
     # Frame ids are the request's; this table keeps only the frames its stacks use, renumbered.
-    used = np.unique(flat)
+    used = np.flatnonzero(np.bincount(flat, minlength=len(d.frames)))
     renumber = np.zeros(len(d.frames), dtype=np.int64)
     renumber[used] = np.arange(used.size)
     first = group[0][1]
