@@ -1,4 +1,4 @@
-"""The C extensions, declared here because pyproject.toml has no stable key for it yet
+"""The C extensions, declared here because pyproject.toml has no stable key for them yet
 (`[tool.setuptools] ext-modules` is experimental and warns on every build). All else is in pyproject.toml."""
 
 from setuptools import Extension, setup
