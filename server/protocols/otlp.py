@@ -178,9 +178,11 @@ class _Samples:
             return np.zeros(0, np.int64), []
         k = int(nattrs[0])
         if (nattrs == k).all():
-            keys = np.concatenate([np.column_stack([c.smp_stack[r], np.sort(
-                c.smp_attrs[int(self.attr_start[r.start]):int(self.attr_start[r.start]) + (r.stop - r.start) * k]
-                .reshape(-1, k), axis=1)]) for r in spans])
+            def block(r: slice) -> np.ndarray:
+                n = r.stop - r.start
+                a0 = int(self.attr_start[r.start]) if n else 0
+                return np.column_stack([c.smp_stack[r], np.sort(c.smp_attrs[a0:a0 + n * k].reshape(n, k), axis=1)])
+            keys = np.concatenate([block(r) for r in spans])
             _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
             order = np.argsort(first, kind="stable")
             rank = np.empty(order.size, np.int64)

@@ -20,11 +20,11 @@ from tests.server.helpers import cpu_profile
 from tests.server.otlp_convert import pprof_to_otlp
 
 
-def _fleet_like() -> svc.ExportProfilesServiceRequest:
+def _fleet_like(with_labels: bool = True) -> svc.ExportProfilesServiceRequest:
     rng = random.Random(7)
     names = [f"fn_{i}" for i in range(60)]
     stacks = {";".join(rng.choices(names, k=rng.randint(1, 30))): rng.randint(1, 50) for _ in range(200)}
-    labels = {k: {"thread": f"t{i % 3}", "pid": str(100 + i % 5)} for i, k in enumerate(stacks)}
+    labels = {k: {"thread": f"t{i % 3}", "pid": str(100 + i % 5)} for i, k in enumerate(stacks) if with_labels}
     return pprof_to_otlp(pprof.encode(cpu_profile(stacks, labels)), {"service.name": "api", "host.name": "h1"})
 
 
@@ -144,7 +144,7 @@ def _frames(out: Any) -> list[list[tuple[str, str, str, int, str, int]]]:
 def test_convert_is_the_same_with_either_reader(monkeypatch: pytest.MonkeyPatch) -> None:
     """The C columns and whole-table location resolution against the generated classes and
     location-by-location resolution (the decoder of record): same tables, same frames, same order."""
-    for req in (_fleet_like(), _odd(), _typed()):
+    for req in (_fleet_like(), _fleet_like(with_labels=False), _odd(), _typed()):
         raw = req.SerializeToString()
         fast = convert(req, raw)
         with monkeypatch.context() as m:
