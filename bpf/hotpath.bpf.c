@@ -11,7 +11,8 @@
  * -DHP_OFFCPU_BUDGET=<spans/s> and -DHP_OFFCPU_FLOOR_MIN=<1..MIN_P> (off-CPU stack sampling, see
  * hotpath.h), map sizes as in hotpath.h; -DHP_UNWIND: user stacks by the table unwinder
  * (below) rather than bpf_get_stack's frame-pointer walk, with -DHP_UNWIND_ROWS,
- * -DHP_ROW_STEPS, -DHP_PROC_ENTRIES.
+ * -DHP_ROW_STEPS, -DHP_PROC_ENTRIES; -DPYTHON: CPython frames of registered processes
+ * (hp_python.h).
  */
 #include <uapi/linux/ptrace.h>
 #include <uapi/linux/bpf_perf_event.h>
@@ -370,6 +371,58 @@ int unwind_cpu_step(struct bpf_perf_event_data *ctx)
 }
 #endif
 
+#ifdef PYTHON
+/* CPython frames (hp_python.bpf.h; maps and lookups here: BCC rewrites map calls only in the
+ * main file). `py_new` announces each Python stack the first time it is stored, so user space
+ * reads its code objects while the process lives (`py_announced` remembers which were). */
+#include "hp_python.bpf.h"
+BPF_HASH(py_procs, u32, struct hp_py_proc, HP_PY_PROCS);
+BPF_HASH(py_threads, u32, u64, HP_PY_THREADS);
+BPF_PERCPU_ARRAY(py_scratch, struct hp_py_scratch, 1);
+BPF_TABLE("lru_hash", u64, u32, py_announced, HP_PY_ANNOUNCED);
+BPF_QUEUE(py_new, struct hp_py_new, HP_PY_NEW);
+/* Processes to look at now: each exec (a Python process is registered within ~0.1 s of starting
+ * rather than at the next /proc poll: a 2-second process lost an eighth of its Python frames),
+ * and registered processes with a thread not in py_threads yet (its thread list is re-read). */
+BPF_QUEUE(py_execs, u32, HP_PY_NEW);
+
+RAW_TRACEPOINT_PROBE(sched_process_exec)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    py_execs.push(&tgid, BPF_EXIST);
+    return 0;
+}
+
+/* The current thread's Python stack, stored in stack map `map` (scratch `slot` is overwritten).
+ * Returns an HP_PY_END_* reason with *hash set (0: no frames). */
+static __always_inline int hp_py_stack(u32 tgid, u32 tid, int slot, u32 map, u64 *hash)
+{
+    *hash = 0;
+    struct hp_py_proc *pp = py_procs.lookup(&tgid);
+    if (!pp)
+        return HP_PY_END_NONE;
+    u64 *tstate = py_threads.lookup(&tid);
+    if (!tstate) {
+        py_execs.push(&tgid, BPF_EXIST);
+        return HP_PY_END_NO_THREAD;
+    }
+    int zero = 0, idx = slot;
+    struct hp_py_scratch *s = py_scratch.lookup(&zero);
+    struct hp_stack *st = scratch.lookup(&idx);
+    if (!s || !st)
+        return HP_PY_END_READ_FAULT;
+    int end = hp_py_walk(pp, *tstate, s, st);
+    if (hp_store_stack(st, map, hash))
+        return HP_PY_END_MAP_FULL;
+    if (*hash && !py_announced.lookup(hash)) {
+        py_announced.update(hash, &tgid);
+        struct hp_py_new ev = {.hash = *hash, .tgid = tgid, .map = map};
+        py_new.push(&ev, BPF_EXIST);
+    }
+    return end;
+}
+#endif
+
 int on_cpu_sample(struct bpf_perf_event_data *ctx)
 {
     u64 id = bpf_get_current_pid_tgid();
@@ -403,6 +456,9 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
     u64 gen = hp_control(HP_CTL_STACKGEN);
     k->stack_map = gen & 1;
     k->kernel_err = hp_take_stack(ctx, 0, 0, k->stack_map, &k->kernel_stack);
+#ifdef PYTHON
+    k->py_end = hp_py_stack(tgid, tid, 0, k->stack_map, &k->py_stack);
+#endif
 #ifdef HP_UNWIND
     k->user_err = hp_walk_start(w, tgid);
     if (k->user_err == 0) {
@@ -634,6 +690,9 @@ static __always_inline int hp_switch_out(struct bpf_raw_tracepoint_args *ctx, st
     t->key.stack_map = gen & 1;
 #ifndef OFFCPU_NO_KERNEL_STACK
     t->key.kernel_err = hp_take_stack(ctx, 1, 0, t->key.stack_map, &t->key.kernel_stack);
+#endif
+#ifdef PYTHON
+    t->key.py_end = hp_py_stack(t->key.tgid, tid, 1, t->key.stack_map, &t->key.py_stack);
 #endif
     t->out_ts = now;
     t->preempted = preempted;

@@ -174,6 +174,9 @@ struct hp_key {
     __u32 stack_map;          /* which stack map (0/1) the hashes refer to */
     __u32 user_end;           /* why the user-stack walk ended (HP_END_*, hp_unwind.h) */
     char comm[HP_COMM_LEN];
+    __u64 py_stack;           /* hash of the CPython frame record (hp_python.h; 0 = none) */
+    __s32 py_end;             /* why the CPython walk ended (HP_PY_END_*; 0 = not a Python process) */
+    __u32 py_pad;
 };
 
 /* Per-thread off-CPU state (map `threads`, BPF side only: user space never reads it): the

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from collector.batch import Batch, build_batch
 from collector.metrics import Metrics
@@ -28,6 +29,9 @@ from collector.symbolize.perfmap import MAX_PERF_MAP_BYTES
 from collector.symbolize.symbolizer import Symbolizer
 from profiler import pprof
 from profiler.model import Profile
+
+if TYPE_CHECKING:
+    from collector.python.support import PythonSupport
 
 log = logging.getLogger("hotpath.collector")
 FIRST_INTERVAL_S = 2.0
@@ -92,8 +96,9 @@ class Agent:
     def __init__(self, config: AgentConfig, source: StackSource, symbolizer: Symbolizer, spool: Spool,
                  shipper: Shipper, clock: Callable[[], float] = time.monotonic,
                  wait: Callable[[float], bool] | None = None, out: Callable[[str], None] | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, python: PythonSupport | None = None) -> None:
         self.config = config
+        self.python = python
         self.source = source
         self.symbolizer = symbolizer
         self.spool = spool
@@ -123,7 +128,7 @@ class Agent:
     def tick(self) -> Batch:
         """One interval: drain the source, build profiles, spool them, try to ship everything."""
         drain = self.source.drain()
-        batch = build_batch(drain, self.symbolizer, self.source.frequency, self.source.offcpu)
+        batch = build_batch(drain, self.symbolizer, self.source.frequency, self.source.offcpu, self.python)
         self._spool_profile(batch.cpu, "cpu")
         if batch.offcpu is not None:
             self._spool_profile(batch.offcpu, "offcpu")
@@ -191,6 +196,7 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None,
     from collector.bpf_loader import PendingLoad, UnwindSizes
     from collector.bpf_source import BccSource
     from collector.processes import ProcessTracker
+    from collector.python.support import start_python
     from collector.unwind.table_cache import default_cache_dir
 
     started = time.monotonic()
@@ -209,6 +215,7 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None,
         source = BccSource(frequency=config.frequency, offcpu=config.offcpu, pending=pending,
                            unwind=unwind, unwind_cache_dir=str(default_cache_dir(config.spool_dir)))
         source.follow(tracker)
+        python = start_python(source, tracker)
     except BaseException:
         pending.cancel()
         if tracker is not None:
@@ -217,7 +224,7 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None,
     spool = Spool(config.spool_dir, config.spool_max_bytes)
     shipper = Shipper(config.server, config.token)
     metrics = Metrics()
-    agent = Agent(config, source, symbolizer, spool, shipper, out=out, metrics=metrics)
+    agent = Agent(config, source, symbolizer, spool, shipper, out=out, metrics=metrics, python=python)
     if stop is not None:
         agent.stop = stop
         agent.wait = stop.wait
@@ -236,4 +243,6 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None,
         return agent.run()
     finally:
         tracker.stop()
+        if python is not None:
+            python.stop()
         source.close()

@@ -53,9 +53,9 @@ PY_PROC = np.dtype([("tstate_cframe", "<u2"), ("cframe_current_frame", "<u2"), (
                     ("pad", "<u2", (4,))])
 
 # struct hp_key (hotpath.h): the counts maps' key, decoded by hand in the drain.
-HP_KEY = struct.Struct("<IIQQQiiII16s")
+HP_KEY = struct.Struct("<IIQQQiiII16sQiI")
 HP_KEY_FIELDS = ("tgid", "tid", "cgroup_id", "user_stack", "kernel_stack", "user_err", "kernel_err",
-                 "stack_map", "user_end", "comm")
+                 "stack_map", "user_end", "comm", "py_stack", "py_end", "py_pad")
 HP_MAX_DEPTH = DEFINES["HP_MAX_DEPTH"]
 # struct hp_stack (hotpath.h): n, then HP_MAX_DEPTH addresses.
 HP_STACK_SIZE = 8 + 8 * HP_MAX_DEPTH

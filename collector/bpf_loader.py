@@ -51,12 +51,16 @@ class UnwindSizes:
 
 def build_cflags(offcpu: bool, min_block_ns: int, pids: Iterable[int] | None,
                  include_idle: bool = False, offcpu_kernel_stacks: bool = False,
-                 unwind: UnwindSizes | None = None, stack_entries: int = STACK_ENTRIES) -> list[str]:
+                 unwind: UnwindSizes | None = None, stack_entries: int = STACK_ENTRIES,
+                 python: bool = True) -> list[str]:
     """The -D options selecting program features; never string replacement in the C text."""
     flags = [f"-I{BPF_DIR}", f"-DMIN_BLOCK_NS={int(min_block_ns)}ULL",
              f"-DHP_STACK_ENTRIES={int(stack_entries)}"]
     if unwind is not None:
         flags += unwind.cflags()
+    if python:
+        # CPython frames of processes user space registers; others pay one hash miss a sample.
+        flags.append("-DPYTHON")
     if offcpu:
         flags.append("-DOFFCPU")
         if not offcpu_kernel_stacks:
@@ -72,7 +76,8 @@ def build_cflags(offcpu: bool, min_block_ns: int, pids: Iterable[int] | None,
 
 # Maps the agent reads or writes; the others (scratch, threads, ...) only matter to the programs.
 AGENT_MAPS = ("control", "stats", "pid_filter", "stacks0", "stacks1", "cpu_counts0", "cpu_counts1",
-              "offcpu_counts0", "offcpu_counts1", "unwind_rows", "proc_maps", "unwind_wanted", "unwind_cpu", "unwind_off")
+              "offcpu_counts0", "offcpu_counts1", "unwind_rows", "proc_maps", "unwind_wanted", "unwind_cpu", "unwind_off",
+              "py_procs", "py_threads", "py_new", "py_execs")
 # Tail-called unwinder programs: (function, BCC program type name, program array). A program
 # array's entries are cleared when its last user-space fd closes: the agent holds it.
 UNWIND_PROGS = (("unwind_cpu_step", "PERF_EVENT", "unwind_cpu"), ("unwind_off_step", "RAW_TRACEPOINT", "unwind_off"))

@@ -4,6 +4,7 @@ bpf(2) calls, and recycle the stack maps before they fill."""
 from __future__ import annotations
 
 import errno
+import os
 import struct
 import time
 from collections.abc import Callable, Iterable
@@ -11,7 +12,7 @@ from typing import Any
 
 from collector.bpf_abi import HP_KEY, HP_MAX_DEPTH, HP_STACK_SIZE, STAT_NAMES
 from collector.bpf_loader import LoaderError, PendingLoad, UnwindSizes
-from collector.bpfmaps import percpu_u64_sum
+from collector.bpfmaps import BpfMap, percpu_u64_sum
 from collector.source import STACK_STALE, RawCount, RawDrain
 from collector.unwind.table_cache import TableCache
 from collector.unwind.table_manager import TableManager
@@ -113,14 +114,16 @@ class BccSource:
         out: list[RawCount] = []
         unpack_key = HP_KEY.unpack
         for key, value in items:
-            tgid, tid, cgroup_id, user_stack, kernel_stack, user_err, kernel_err, stack_map, user_end, comm = \
-                unpack_key(key)
+            (tgid, tid, cgroup_id, user_stack, kernel_stack, user_err, kernel_err, stack_map, user_end, comm,
+             py_stack, py_end, _) = unpack_key(key)
             user, user_err = self._stack(stack_map, user_stack, user_err)
             kernel, kernel_err = self._stack(stack_map, kernel_stack, kernel_err)
+            python = self._stack(stack_map, py_stack, 0)[0] if py_stack else ()
             out.append(RawCount(
                 tgid=tgid, tid=tid, comm=comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
                 cgroup_id=cgroup_id, user=user, kernel=kernel, value=struct.unpack("<Q", value)[0],
-                user_error=user_err, kernel_error=kernel_err, user_end=user_end))
+                user_error=user_err, kernel_error=kernel_err, user_end=user_end, python=python,
+                python_end=py_end))
         return out
 
     def _read_stats(self) -> dict[str, int]:
@@ -188,6 +191,14 @@ class BccSource:
         out = {k: v - self._tables_prev.get(k, 0) for k, v in now.items() if v != self._tables_prev.get(k, 0)}
         self._tables_prev = now
         return out
+
+    def python_maps(self) -> dict[str, BpfMap] | None:
+        """Own copies (fds and buffers: safe beside the drain's thread) of the maps the CPython
+        support uses (collector/python/support.py); None when built without -DPYTHON."""
+        names = ("py_procs", "py_threads", "py_new", "py_execs", "stacks0", "stacks1")
+        if any(n not in self._maps for n in names):
+            return None
+        return {n: BpfMap(os.dup(self._maps[n].fd), n) for n in names}
 
     def close(self) -> None:
         """Closing the last fds detaches the programs and frees the maps."""

@@ -13,6 +13,7 @@ from collector.batch import build_batch
 from collector.bpf_loader import LoaderError
 from collector.bpf_source import BccSource
 from collector.processes import ProcessTracker
+from collector.python.support import start_python
 from collector.symbolize.symbolizer import Symbolizer
 from profiler import folded, pprof
 
@@ -36,6 +37,7 @@ def record(duration_s: float, frequency: int, ptype: str, pids: Sequence[int], o
         tracker.stop()
         raise CommandError(str(exc)) from None
     source.follow(tracker)
+    python = start_python(source, tracker)
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -52,10 +54,13 @@ def record(duration_s: float, frequency: int, ptype: str, pids: Sequence[int], o
             except KeyboardInterrupt:
                 break
         drain = source.drain()
+        # Named before the processes' maps are dropped: code objects are read from live memory.
+        batch = build_batch(drain, symbolizer, frequency, offcpu=ptype == "offcpu", python=python)
     finally:
         tracker.stop()
+        if python is not None:
+            python.stop()
         source.close()
-    batch = build_batch(drain, symbolizer, frequency, offcpu=ptype == "offcpu")
     profile = batch.offcpu if ptype == "offcpu" and batch.offcpu is not None else batch.cpu
     if as_folded:
         path.write_text(folded.render(profile))

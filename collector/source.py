@@ -35,6 +35,8 @@ class RawCount:
     user_error: int = STACK_OK  # negative stack id when the user stack was missed
     kernel_error: int = STACK_OK  # negative stack id (-EFAULT alone = sample in user mode)
     user_end: int = 0  # why the user-stack walk ended (HP_END_*; 0 = not a table-unwinder walk)
+    python: tuple[int, ...] = ()  # the CPython walk's words (collector/python/bpf_record.py)
+    python_end: int = 0  # why that walk ended (HP_PY_END_*; 0: not a registered Python process)
 
 
 @dataclass(slots=True)

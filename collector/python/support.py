@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from collector.bpf_abi import HP_MAX_DEPTH, PY_NEW
 from collector.bpfmaps import BpfError, BpfMap
@@ -23,6 +24,10 @@ from collector.python.bpf_sink import BpfSink
 from collector.python.stacks import PythonStacks
 from collector.python.tracker import PythonProcesses
 from collector.symbolize.procmaps import ProcessInfo, capture
+
+if TYPE_CHECKING:
+    from collector.bpf_source import BccSource
+    from collector.processes import ProcessTracker
 
 log = logging.getLogger(__name__)
 # After an exec: when to look for an interpreter. At once finds an executable that is the
@@ -145,3 +150,14 @@ class PythonSupport:
         for m in self.maps.values():
             m.close()
 
+
+def start_python(source: BccSource, tracker: ProcessTracker, interval_s: float = 0.05) -> PythonSupport | None:
+    """CPython support for a loaded program (None when it was built without -DPYTHON): follows
+    the tracker's processes (known ones at once) and polls the announcements."""
+    maps = source.python_maps()
+    if maps is None:
+        return None
+    support = PythonSupport(maps)
+    tracker.listen(support.observe, support.forget)
+    support.start(interval_s)
+    return support
