@@ -27,9 +27,12 @@ TRUTH = {"py_split.alpha": 50.0, "py_split.beta": 30.0, "py_split.gamma": 20.0}
 
 
 class Session:
-    """One loaded BPF program set (99 Hz, off-CPU on) with CPython support."""
+    """One loaded BPF program set (99 Hz, off-CPU on) with CPython support and, as the agent runs
+    it, the table unwinder: pyenv's libpython has no frame pointers, so the eval loop's frames the
+    Python frames replace are found by .eh_frame."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache_dir: Path) -> None:
+        from collector.bpf_loader import UnwindSizes
         from collector.bpf_source import BccSource
         from collector.processes import ProcessTracker
         from collector.python.support import start_python
@@ -39,7 +42,10 @@ class Session:
         self.tracker = ProcessTracker(on_capture=self.sym.warm)
         self.sym.tracker = self.tracker
         self.tracker.start()
-        self.source = BccSource(frequency=99, offcpu=True, min_block_ns=1_000_000)
+        # Tables only for this run's processes: a shared host's other tenants would all ask at once.
+        self.source = BccSource(frequency=99, offcpu=True, min_block_ns=1_000_000, unwind=UnwindSizes(),
+                                unwind_cache_dir=str(cache_dir), unwind_admit=_my_child)
+        self.source.follow(self.tracker)
         self.python = start_python(self.source, self.tracker)
         assert self.python is not None
 
@@ -54,12 +60,20 @@ class Session:
 
 
 @pytest.fixture(scope="module")
-def session(bpf_ready: None) -> Iterator[Session]:
+def session(bpf_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     for path in PYTHONS.values():
         require(path.exists(), str(path))
-    s = Session()
+    s = Session(tmp_path_factory.mktemp("unwind-tables"))
     yield s
     s.close()
+
+
+def _my_child(pid: int) -> bool:
+    """A process this test run started (its parent is this process)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid()
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def _of(samples: list[Sample], pid: int) -> list[Sample]:
