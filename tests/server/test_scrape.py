@@ -191,8 +191,11 @@ scrape_configs:
     alloc, by_fn = total(storage, f'memory:alloc_space{{job="{sel}"}}', t0, t1)
     assert alloc <= before_kill[1] + after[1], (alloc, before_kill, after)
     # the first process's 48 MiB were allocated before its first scrape (the baseline); the restarted one's
-    # are counted once, from zero: doubling on restart would show 96 MiB here
-    assert 0.9 * LIVE_MIB * (1 << 20) <= by_fn.get("main.holdHeap", 0) <= 1.1 * LIVE_MIB * (1 << 20), by_fn
+    # are counted once, from zero: doubling on restart would show 96 MiB here. The lower bound has room: Go
+    # publishes allocation records as of a completed GC cycle and skips runtime.GC()'s publish when another
+    # cycle ends first, so the restarted process's last scrape may still miss a few of its 1 MiB blocks
+    # (a fresh-clone CI run read 43 of 48).
+    assert 0.75 * LIVE_MIB * (1 << 20) <= by_fn.get("main.holdHeap", 0) <= 1.1 * LIVE_MIB * (1 << 20), by_fn
     # at most 256 KiB per 20 ms over the run
     assert 0 < by_fn.get("main.allocate", 0) <= (t1 - t0) * 50 * (256 << 10), by_fn
     health = {(t["instance"], t["profile"]): t for t in targets_health(storage.engine)}
