@@ -36,7 +36,6 @@ from sqlalchemy.engine import make_url
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import server_common
 from fleet_sim import Fleet, FleetConfig, encode
 from server_common import drop_database, fresh_database, percentile
 
@@ -46,7 +45,17 @@ from server.storage import Storage
 
 def start_server(url: str, port: int, workers: int, threads: int) -> subprocess.Popen:
     # The bench drops the old day itself (mid-run); the server's own maintenance would do it at start.
-    return server_common.start_server(url, port, ["--workers", str(workers), "--threads", str(threads)])
+    env = {**os.environ, "HOTPATH_MAINTENANCE_INTERVAL_S": "0", "HOTPATH_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, "-m", "hotpath", "server", "--db", url, "--bind", f"127.0.0.1:{port}",
+                             "--workers", str(workers), "--threads", str(threads)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    for _ in range(200):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("server did not start")
 
 
 def _client(port: int, token: str | None, work: list[tuple[str, bytes]], offset: int, stride: int,

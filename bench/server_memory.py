@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import statistics
 import subprocess
 import sys
@@ -28,7 +29,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import server_common
 from fleet_sim import FleetConfig
 from server_common import drop_database, fresh_database
 from server_query import load_dataset
@@ -38,8 +38,20 @@ from server import db
 
 
 def start_server(url: str, port: int, workers: int, idle_trim_s: int) -> subprocess.Popen:
-    return server_common.start_server(url, port, ["--workers", str(workers), "--no-auth", "--auto-upgrade"],
-                                      env={"HOTPATH_HEAP_IDLE_TRIM_S": str(idle_trim_s)})
+    env = {**os.environ, "HOTPATH_MAINTENANCE_INTERVAL_S": "0", "HOTPATH_LOG_LEVEL": "WARNING",
+           "HOTPATH_HEAP_IDLE_TRIM_S": str(idle_trim_s)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "hotpath", "server", "--db", url, "--bind", f"127.0.0.1:{port}",
+                             "--workers", str(workers), "--no-auth", "--auto-upgrade"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    for _ in range(300):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("server did not start")
 
 
 def _client(port: int, paths: list[str], rounds: int, out: Any) -> None:

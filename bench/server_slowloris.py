@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import multiprocessing as mp
+import os
 import selectors
 import socket
 import subprocess
@@ -33,7 +34,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import server_common
 from fleet_sim import Fleet, FleetConfig, encode
 from server_common import drop_database, fresh_database, percentile
 
@@ -44,8 +44,21 @@ Row = tuple[float, int]  # (latency s, status; 0 = no answer)
 
 
 def start_server(url: str, port: int, workers: int, threads: int, repo: str | None) -> subprocess.Popen:
-    return server_common.start_server(url, port, ["--workers", str(workers), "--threads", str(threads)],
-                                      env={"PYTHONPATH": repo} if repo else None, cwd=repo)
+    env = {**os.environ, "HOTPATH_MAINTENANCE_INTERVAL_S": "0", "HOTPATH_LOG_LEVEL": "WARNING"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if repo:
+        env["PYTHONPATH"] = repo
+    proc = subprocess.Popen([sys.executable, "-m", "hotpath", "server", "--db", url, "--bind", f"127.0.0.1:{port}",
+                             "--workers", str(workers), "--threads", str(threads)], cwd=repo,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    for _ in range(300):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("server did not start")
 
 
 def _keepalive_client(port: int, token: str, work: list[tuple[str, bytes]], offset: int, stride: int,
